@@ -1,0 +1,5 @@
+import sys
+
+from swinkit.cli import main
+
+sys.exit(main())
