@@ -193,12 +193,19 @@ def is_video_state(state_dict: dict) -> bool:
     return False
 
 
+def state_family(state_dict: dict) -> str:
+    """Model family a state dict (any layout) belongs to: "shunted", "video_swin" or "swin"."""
+    if any(k.startswith("patch_embed1.") for k in state_dict):
+        return "shunted"
+    return "video_swin" if is_video_state(state_dict) else "swin"
+
+
 def detect_format(state_dict: dict) -> str:
     """Name of the layout of ``state_dict`` (one of :data:`ALL_FORMATS`); ValueError if unknown."""
     keys = set(state_dict)
     if any(k.startswith("patch_embed1.") for k in keys):
         return "shunted"
-    if any(k.startswith("backbone.") for k in keys):
+    if any(k.startswith(("backbone.", "cls_head.")) for k in keys):
         if any(_MM_NORM.match(k[len("backbone."):]) for k in keys if k.startswith("backbone.")):
             return "mmaction2"
         if "backbone.patch_embed.proj.weight" in keys:
@@ -206,11 +213,16 @@ def detect_format(state_dict: dict) -> str:
     if any(k.startswith("features.") for k in keys):
         return "torchvision"
     if "patch_embed.proj.weight" in keys and any(k.startswith("layers.") for k in keys):
+        if any(_MM_NORM.match(k) for k in keys):  # an mmaction2 1.x backbone saved without its prefix
+            return "mmaction2"
         stages = sorted({int(k.split(".")[1]) for k in keys if k.startswith("layers.")})
         downsampled = {int(m[1]) for k in keys if (m := _DOWN.match(k))}
+        has_index = any(k.endswith("relative_position_index") for k in keys)
         if downsampled and 0 not in downsampled:
             return "timm"
-        if "head.weight" in keys or any(k.endswith(("relative_position_index", "attn_mask")) for k in keys):
+        if is_video_state(state_dict) and (has_index or "head.fc.weight" not in keys):
+            return "video_swin"  # a Video Swin 0.x backbone saved without its prefix
+        if "head.weight" in keys or has_index or any(k.endswith("attn_mask") for k in keys):
             return "microsoft"
         if "head.fc.weight" in keys and stages and stages[-1] in downsampled:
             return "timm"

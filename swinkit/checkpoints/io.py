@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -39,14 +40,24 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[Any, dict[str, str]]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"refused to load {path}: it is not a plain weights file (unpickling it would need "
-            f"'{_first_line(err)}'); only tensors, numbers, strings and containers are allowed. If you trust "
-            f"the file, re-save its state dict with torch.save(state_dict, ...) in a trusted environment.") from None
+        raise CheckpointError(_unpickling_message(path, str(err))) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
         raise CheckpointError(f"cannot read checkpoint {path}: the file is truncated or corrupt "
                               f"({_first_line(err)})") from None
     return obj, {}
+
+
+def _unpickling_message(path: Path, text: str) -> str:
+    """Why the restricted unpickler stopped: a forbidden import (possible code execution) or bad data."""
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return (f"refused to load {path}: unpickling it would import and call '{found[1]}', which can run "
+                f"arbitrary code; only tensors, numbers, strings and containers are allowed. If you trust the "
+                f"file, re-save its state dict with torch.save(state_dict, ...) in a trusted environment.")
+    opcode = re.search(r"Unsupported operand (\d+)", text)
+    detail = f"unsupported pickle opcode {opcode[1]}" if opcode else "not a plain weights file"
+    return (f"cannot read checkpoint {path}: it is corrupt or not a PyTorch weights file ({detail}); only "
+            f"files written by torch.save, or .safetensors files, are read")
 
 
 def _first_line(err: Exception) -> str:

@@ -9,6 +9,7 @@ construction, before any training starts.
 from __future__ import annotations
 
 import os
+import queue
 import threading
 import time
 from dataclasses import dataclass, fields
@@ -109,30 +110,42 @@ def check_samples(samples: Sequence[Sample], classes: Sequence[str], source: str
 
 # Datasets -------------------------------------------------------------------------------------------------
 
-def _call_with_timeout(function: Callable, timeout: float | None):
-    """Run ``function()``; raise ``TimeoutError`` if it has not returned after ``timeout`` seconds.
+class _DeadlineWorker:
+    """Runs calls on one reusable daemon thread and stops waiting for a call after a timeout.
 
-    The call runs in a daemon thread that is abandoned on timeout (a stuck FFmpeg call cannot be
-    interrupted from Python); decoders also check their deadline between frames and stop by themselves.
+    A stuck FFmpeg call cannot be interrupted from Python: on a timeout the thread is left to finish
+    (decoders also check their deadline between frames) and the owner starts a new worker. A worker
+    belongs to the process that made it (a forked DataLoader worker makes its own).
     """
-    if timeout is None:
-        return function()
-    outcome: dict[str, object] = {}
 
-    def target():
+    def __init__(self):
+        self.pid = os.getpid()
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        threading.Thread(target=self._serve, daemon=True, name="swinkit-read").start()
+
+    def _serve(self) -> None:
+        while True:
+            request = self._requests.get()
+            if request is None:  # abandoned after a timeout
+                return
+            function, reply = request
+            try:
+                reply.put((True, function()))
+            except BaseException as err:  # handed to the caller
+                reply.put((False, err))
+
+    def run(self, function: Callable, timeout: float):
+        """``function()``, or ``TimeoutError`` if it has not returned after ``timeout`` seconds."""
+        reply: queue.SimpleQueue = queue.SimpleQueue()
+        self._requests.put((function, reply))
         try:
-            outcome["value"] = function()
-        except BaseException as err:  # handed to the caller below
-            outcome["error"] = err
-
-    worker = threading.Thread(target=target, daemon=True, name="swinkit-decode")
-    worker.start()
-    worker.join(timeout)
-    if worker.is_alive():
-        raise TimeoutError(f"reading the file took longer than {timeout:g} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+            ok, value = reply.get(timeout=timeout)
+        except queue.Empty:
+            self._requests.put(None)  # the thread exits once the stuck call returns
+            raise TimeoutError(f"reading the file took longer than {timeout:g} s") from None
+        if not ok:
+            raise value
+        return value
 
 
 class MediaDataset(torch.utils.data.Dataset):
@@ -153,6 +166,7 @@ class MediaDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.epoch = 0
         self.timeout = timeout
+        self._reader: _DeadlineWorker | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -160,6 +174,22 @@ class MediaDataset(torch.utils.data.Dataset):
     @property
     def labels(self) -> list[int]:
         return [label for _, label in self.samples]
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_reader": None}  # threads do not travel to worker processes
+
+    def _read(self, path: str, rng: np.random.Generator):
+        """``load`` within ``timeout`` seconds."""
+        if self.timeout is None:
+            return self.load(path, rng, None)
+        deadline = time.monotonic() + self.timeout
+        if self._reader is None or self._reader.pid != os.getpid():
+            self._reader = _DeadlineWorker()
+        try:
+            return self._reader.run(lambda: self.load(path, rng, deadline), self.timeout)
+        except TimeoutError:
+            self._reader = None  # still busy with the stuck call: the next item gets a fresh thread
+            raise
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation stream of ``epoch`` (takes effect in workers started afterwards)."""
@@ -172,9 +202,8 @@ class MediaDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         path, label = self.samples[index]
         rng = np.random.default_rng((self.seed, self.epoch, index))
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
         try:
-            raw = _call_with_timeout(lambda: self.load(path, rng, deadline), self.timeout)
+            raw = self._read(path, rng)
         except Exception as err:  # any failure to read this one file: report it, keep the epoch going
             return {"inputs": None, "label": label, "index": index, "path": path,
                     "error": f"{type(err).__name__}: {err}"}
@@ -258,6 +287,13 @@ class VideoOptions:
     test_clips: int = 1
     test_crops: int = 1
 
+    def __post_init__(self):
+        if self.size < 1 or (self.short_side is not None and self.short_side < self.size):
+            raise ValueError(f"need 1 <= size <= short_side (frames are resized to short_side, then cropped "
+                             f"to size), got size={self.size}, short_side={self.short_side}")
+        if self.test_crops not in (1, 3):
+            raise ValueError(f"test_crops must be 1 (centre crop) or 3 (three crops), got {self.test_crops}")
+
 
 @dataclass(frozen=True)
 class ImageOptions:
@@ -326,12 +362,20 @@ def find_samples(root: str | os.PathLike, list_file: str | os.PathLike | None = 
         if not list_path.is_file():
             raise FileNotFoundError(f"list file {list_file} does not exist (nor under {root})")
         samples = read_list_file(list_path, root)
-        if classes is None and (list_path.parent / "classes.txt").is_file():
-            classes = read_classes_file(list_path.parent / "classes.txt")
+        classes_files = [folder / "classes.txt" for folder in (list_path.parent, root)
+                         if (folder / "classes.txt").is_file()]
+        if classes is None and classes_files:
+            classes = read_classes_file(classes_files[0])
         if classes is None:
             classes = [str(label) for label in range(max((label for _, label in samples), default=-1) + 1)]
         return samples, list(classes), str(list_path)
-    folder = root / split if (root / split).is_dir() else root
+    if (root / split).is_dir():
+        folder = root / split
+    else:
+        split_folders = [name for name in SPLITS if (root / name).is_dir()]
+        if split_folders:  # do not mistake the other splits' folders for classes
+            raise FileNotFoundError(f"{root} has {', '.join(split_folders)} but neither {split}.txt nor {split}/")
+        folder = root
     samples, class_names = scan_class_folders(folder, kind, classes)
     return samples, class_names, f"{folder} (a folder per class)"
 
@@ -344,8 +388,8 @@ def build_dataset(root: str | os.PathLike, list_file: str | os.PathLike | None =
     Args:
         root: data folder; paths in list files are relative to it.
         list_file: mmaction2 list (``relative/path label`` per line), absolute or relative to the current
-            folder or to ``root``. Class names come from ``classes.txt`` next to it when present, else
-            "0", "1", .... Without a list file: ``root/<split>.txt`` if it exists, else a folder per class
+            folder or to ``root``. Class names come from ``classes.txt`` next to it or in ``root`` when
+            present, else "0", "1", .... Without a list file: ``root/<split>.txt`` if it exists, else a folder per class
             in ``root/<split>/`` if that exists, else in ``root`` (class names = sorted folder names).
         kind: ``"video"``, ``"image"`` or None (from the file extensions).
         split: ``"train"`` (random sampling and augmentation), ``"val"`` (one centred clip, centre crop:

@@ -6,6 +6,7 @@ command line is generated from these fields (``--batch-size`` sets ``batch_size`
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -221,7 +222,7 @@ PRESETS: dict[str, TrainConfig] = {
     # Parameter groups follow mmaction2 1.x (norms and tables: no decay; backbone lr x0.1).
     "video_swin_k400_t": TrainConfig(
         model="video_swin_t", drop_path_rate=0.1, kind="video",
-        data_options={"clip_len": 32, "frame_interval": 2, "size": 224, "num_clips": 4, "num_crops": 3},
+        data_options={"clip_len": 32, "frame_interval": 2, "size": 224, "test_clips": 4, "test_crops": 3},
         epochs=30, batch_size=2, accum_steps=4, lr=1e-3, warmup_lr=1e-4, min_lr=0.0, warmup_epochs=2.5,
         weight_decay=0.02, backbone_lr_mult=0.1, clip_grad=None, label_smoothing=0.0, precision="amp",
         average_views="prob", max_views_per_batch=4),
@@ -244,4 +245,4 @@ def preset(name: str) -> TrainConfig:
     """A copy of the preset ``name`` (ValueError listing the known names otherwise)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(sorted(PRESETS))}")
-    return dataclasses.replace(PRESETS[name])
+    return copy.deepcopy(PRESETS[name])

@@ -1,19 +1,14 @@
-"""Reproducible data order and augmentation, so that a resumed run sees exactly the same batches.
+"""Samplers with a reproducible order, so that a resumed run sees exactly the same batches.
 
-* The order of epoch ``e`` is a permutation drawn from ``seed + e`` (torch's DistributedSampler),
-  split across processes; :class:`ResumableSampler` can skip the samples already consumed.
-* The augmentation of sample ``i`` in epoch ``e`` is drawn from a generator seeded with
-  ``(seed, e, i)`` (:class:`SeededDataset`), whatever worker process loads it and whether or
-  not the run was interrupted.
+The order of epoch ``e`` is a permutation drawn from ``seed + e`` (torch's DistributedSampler),
+split across processes; :class:`ResumableSampler` can skip the samples already consumed. (The
+augmentation of sample ``i`` in epoch ``e`` is the dataset's business: swinkit.data draws it
+from a generator seeded with ``(seed, e, i)``, see ``MediaDataset.set_epoch``.)
 """
 from __future__ import annotations
 
-import contextlib
-import random
 from typing import Iterator
 
-import numpy as np
-import torch
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 
@@ -49,40 +44,3 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
-
-
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """A 32-bit seed that differs for every (seed, epoch, index)."""
-    mixed = np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, index]).generate_state(1)[0]
-    return int(mixed)
-
-
-@contextlib.contextmanager
-def seeded_rng(seed: int):
-    """Seed python's, numpy's and torch's CPU generators inside the block; restore them after."""
-    py_state, np_state = random.getstate(), np.random.get_state()
-    with torch.random.fork_rng(devices=[]):
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-        try:
-            yield
-        finally:
-            random.setstate(py_state)
-            np.random.set_state(np_state)
-
-
-class SeededDataset(Dataset):
-    """Wraps a dataset so that item ``i`` is drawn with generators seeded from (seed, epoch, i)."""
-
-    def __init__(self, dataset: Dataset, seed: int):
-        self.dataset = dataset
-        self.seed = seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        with seeded_rng(sample_seed(self.seed, self.epoch, index)):
-            return self.dataset[index]

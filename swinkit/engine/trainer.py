@@ -27,7 +27,7 @@ from swinkit.engine.ema import ModelEma
 from swinkit.engine.evaluate import evaluate
 from swinkit.engine.mixup import Mixup, soft_target_cross_entropy
 from swinkit.engine.optim import WarmupCosineSchedule, build_optimizer
-from swinkit.engine.sampling import ResumableSampler, SeededDataset, ShardSampler
+from swinkit.engine.sampling import ResumableSampler, ShardSampler
 from swinkit.engine.state import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, rng_state, save_atomic,
                                   set_rng_state)
 
@@ -100,8 +100,8 @@ class Trainer:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.model, device_ids=device_ids)
 
-        # Data: a fixed order per epoch, augmentation seeded per (epoch, sample).
-        self.train_data = SeededDataset(train_set, cfg.seed)
+        # Data: a fixed order per epoch; the dataset seeds augmentation per (epoch, sample) (set_epoch).
+        self.train_set = train_set
         self.sampler = ResumableSampler(train_set, num_replicas=self.world_size, rank=self.rank, shuffle=True,
                                         seed=cfg.seed, drop_last=True)
         self.global_batch = cfg.batch_size * cfg.accum_steps * self.world_size
@@ -113,13 +113,12 @@ class Trainer:
                              f"process(es) = {self.global_batch}); lower --batch-size or --accum-steps")
         # Seeds the DataLoader's worker base seed, so creating a loader never draws from the global RNG.
         self.loader_generator = torch.Generator()
-        self.train_loader = DataLoader(self.train_data, batch_size=cfg.batch_size, sampler=self.sampler,
+        self.train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=self.sampler,
                                        num_workers=cfg.num_workers, collate_fn=collate_fn, drop_last=True,
                                        generator=self.loader_generator, pin_memory=self.device.type == "cuda")
         self.val_loader = None
         if val_set is not None and len(val_set) > 0:
-            # Seeded too: evaluation neither depends on nor disturbs the training random streams.
-            self.val_loader = DataLoader(SeededDataset(val_set, cfg.seed), batch_size=cfg.batch_size,
+            self.val_loader = DataLoader(val_set, batch_size=cfg.batch_size,
                                          sampler=ShardSampler(len(val_set), self.rank, self.world_size),
                                          num_workers=cfg.num_workers, collate_fn=collate_fn,
                                          generator=torch.Generator().manual_seed(cfg.seed))
@@ -249,7 +248,8 @@ class Trainer:
     def train_epoch(self, epoch: int) -> bool:
         """Run the rest of epoch ``epoch``; False if stopped early by ``stop_after_steps``."""
         cfg = self.cfg
-        self.train_data.epoch = epoch
+        if hasattr(self.train_set, "set_epoch"):
+            self.train_set.set_epoch(epoch)
         self.sampler.set_epoch(epoch, skip=self.batch_in_epoch * cfg.batch_size)
         self.loader_generator.manual_seed(cfg.seed + epoch)
         remaining_steps = self.steps_per_epoch - self.batch_in_epoch // cfg.accum_steps
@@ -304,7 +304,7 @@ class Trainer:
         """Train until ``cfg.epochs`` (or ``stop_after_steps``); returns the per-epoch log records."""
         cfg = self.cfg
         self.log(f"training {self.model_spec.get('model_name', type(self.model).__name__)} on "
-                 f"{len(self.train_data)} samples, {self.num_classes} classes: {cfg.epochs} epochs x "
+                 f"{len(self.train_set)} samples, {self.num_classes} classes: {cfg.epochs} epochs x "
                  f"{self.steps_per_epoch} steps, global batch {self.global_batch}, {self.world_size} process(es), "
                  f"{self.device.type} {self.precision}")
         while self.epoch < cfg.epochs:

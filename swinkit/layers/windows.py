@@ -105,3 +105,62 @@ def shifted_window_mask(padded_grid: tuple[int, ...], window: tuple[int, ...], s
 def padded_size(grid: tuple[int, ...], window: tuple[int, ...]) -> tuple[int, ...]:
     """Smallest multiple of ``window`` per axis that holds ``grid``."""
     return tuple(-(-g // w) * w for g, w in zip(grid, window))
+
+
+@lru_cache(maxsize=256)
+def window_order(grid: tuple[int, ...], window: tuple[int, ...], shift: tuple[int, ...],
+                 roll_before_pad: bool = False) -> torch.Tensor:
+    """(num_windows * N,) int64: the token (row-major id in ``grid``) at each window slot.
+
+    Slots are ordered as :func:`window_partition` orders them after the block's pad and roll
+    (``roll_before_pad`` picks the order of the two). Slots that hold padding get the id
+    ``prod(grid)``, one past the last token.
+    """
+    grid, window, shift = tuple(grid), tuple(window), tuple(shift)
+    padded = padded_size(grid, window)
+    num_tokens = math.prod(grid)
+    ids = torch.arange(num_tokens).view(grid)
+    axes = tuple(range(len(grid)))
+    pad = []
+    for g, p in zip(reversed(grid), reversed(padded)):
+        pad += [0, p - g]
+    if roll_before_pad and any(shift):
+        ids = torch.roll(ids, [-s for s in shift], axes)
+    if padded != grid:
+        ids = torch.nn.functional.pad(ids, pad, value=num_tokens)
+    if not roll_before_pad and any(shift):
+        ids = torch.roll(ids, [-s for s in shift], axes)
+    return window_partition(ids[None, ..., None], window).reshape(-1)
+
+
+@lru_cache(maxsize=256)
+def layout_change(grid: tuple[int, ...], source: tuple | None, target: tuple | None) -> torch.Tensor | None:
+    """Index moving tokens from one unpadded layout to another: ``new = old[index]``.
+
+    A layout is ``None`` (row-major grid order) or a ``(window, shift, roll_before_pad)`` triple
+    naming a :func:`window_order`; padded layouts are not supported. Returns None when the two
+    layouts order the tokens identically.
+    """
+    num_tokens = math.prod(grid)
+    identity = torch.arange(num_tokens)
+    source_order = identity if source is None else window_order(grid, *source)
+    target_order = identity if target is None else window_order(grid, *target)
+    if source_order.numel() != num_tokens or target_order.numel() != num_tokens:
+        raise ValueError(f"layout_change needs unpadded layouts on grid {grid}, got {source} -> {target}")
+    position = torch.empty_like(source_order)
+    position[source_order] = identity  # token id -> slot in the source layout
+    index = position[target_order]
+    return None if torch.equal(index, identity) else index
+
+
+def gather_tokens(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
+    """Reorder the tokens of x (B, L, C) by ``index`` (L,): out[:, i] = x[:, index[i]] (one copy)."""
+    if index is None:
+        return x
+    batch, tokens, channels = x.shape
+    if index.device != x.device:
+        index = index.to(x.device)
+    if batch == 1:
+        return x[0].index_select(0, index).unsqueeze(0)
+    rows = (torch.arange(batch, device=x.device) * tokens)[:, None] + index
+    return x.reshape(batch * tokens, channels).index_select(0, rows.reshape(-1)).view(batch, tokens, channels)

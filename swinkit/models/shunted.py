@@ -22,6 +22,8 @@ from torch.utils.checkpoint import checkpoint
 
 from swinkit.layers.checks import check_input
 from swinkit.layers.drop import DropPath, drop_path_rates
+from swinkit.layers.init import init_linear_and_norm
+from swinkit.layers.mlp import Mlp
 from swinkit.models.registry import register_model
 
 EMBED_NORM_EPS = 1e-5  # patch-embedding norms and the attention's token-aggregation norms (nn.LayerNorm default)
@@ -58,7 +60,8 @@ class ShuntedConfig:
         num_stages = len(self.embed_dims)
         if num_stages == 0 or any(len(getattr(self, name)) != num_stages for name in per_stage):
             lengths = ", ".join(f"{name}={len(getattr(self, name))}" for name in per_stage)
-            raise ValueError(f"ShuntedConfig needs the same number (>= 1) of stages in every per-stage field, got {lengths}")
+            raise ValueError(f"ShuntedConfig needs the same number (>= 1) of stages in every per-stage field, "
+                             f"got {lengths}")
         for stage, (dim, heads, sr) in enumerate(zip(self.embed_dims, self.num_heads, self.sr_ratios)):
             if dim < 1 or heads < 1 or dim % heads:
                 raise ValueError(f"stage {stage}: embed_dim {dim} must be a positive multiple of num_heads {heads}")
@@ -128,7 +131,8 @@ class ShuntedStem(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=EMBED_NORM_EPS)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Grid]:
-        return embed_tokens(self.conv, self.norm, x)
+        # channels-last input: faster convolutions here, and the output is already token-major for the norm
+        return embed_tokens(self.conv, self.norm, x.contiguous(memory_format=torch.channels_last))
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -159,19 +163,17 @@ class DWConv(nn.Module):
         return conv_on_tokens(self.dwconv, tokens, grid)
 
 
-class ShuntedMlp(nn.Module):
-    """fc1 -> GELU(h + DWConv(h)) -> dropout -> fc2 -> dropout on (B, N, C) tokens."""
+class ShuntedMlp(Mlp):
+    """Mlp whose activation sees the depthwise-conv residual: fc1 -> GELU(h + DWConv(h)) -> dropout -> fc2 ->
+    dropout on (B, N, C) tokens."""
 
     def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
+        super().__init__(dim, hidden_dim, drop)
         self.dwconv = DWConv(hidden_dim)
-        self.fc2 = nn.Linear(hidden_dim, dim)
-        self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
         hidden = self.fc1(x)
-        hidden = F.gelu(self.dwconv(hidden, grid).add_(hidden))
+        hidden = self.act(self.dwconv(hidden, grid).add_(hidden))
         return self.drop(self.fc2(self.drop(hidden)))
 
 
@@ -216,13 +218,18 @@ class ShuntedAttention(nn.Module):
                                              scale=self.scale)
         return out.transpose(1, 2).reshape(batch, num_tokens, heads * head_dim)
 
-    def _aggregated_branch(self, q: torch.Tensor, x_map: torch.Tensor, reduce: nn.Conv2d, norm: nn.LayerNorm,
-                           kv: nn.Linear, local_conv: nn.Conv2d) -> torch.Tensor:
-        """One half of the heads, q (B, nH/2, N, hd), attending to tokens aggregated from x_map by ``reduce``."""
+    def _aggregated_branch(self, q: torch.Tensor, x: torch.Tensor, grid: Grid, reduce: nn.Conv2d,
+                           norm: nn.LayerNorm, kv: nn.Linear, local_conv: nn.Conv2d) -> torch.Tensor:
+        """One half of the heads, q (B, nH/2, N, hd), attending to the tokens x (B, N, C) on ``grid``
+        aggregated by the strided conv ``reduce``."""
         kernel = reduce.kernel_size[0]
-        reduced = reduce(pad_to_kernel(x_map, kernel))
-        grid = (reduced.shape[2], reduced.shape[3])
-        k_tokens, v_tokens = kv(F.gelu(norm(map_to_tokens(reduced)))).chunk(2, dim=-1)
+        if kernel == 1:  # a 1x1 conv is a Linear on the tokens (torch sends it to a slow conv kernel)
+            reduced = F.linear(x, reduce.weight.flatten(1), reduce.bias)
+        else:
+            reduced_map = reduce(pad_to_kernel(tokens_to_map(x, grid), kernel))
+            grid = (reduced_map.shape[2], reduced_map.shape[3])
+            reduced = map_to_tokens(reduced_map)
+        k_tokens, v_tokens = kv(F.gelu(norm(reduced))).chunk(2, dim=-1)
         v_tokens = v_tokens + conv_on_tokens(local_conv, v_tokens, grid)
         return self._attend(q, k_tokens, v_tokens)
 
@@ -231,11 +238,10 @@ class ShuntedAttention(nn.Module):
         batch, num_tokens, dim = x.shape
         q = self.q(x).view(batch, num_tokens, self.num_heads, dim // self.num_heads).transpose(1, 2)
         if self.sr_ratio > 1:
-            x_map = tokens_to_map(x, grid)
             half = self.num_heads // 2
             out = torch.cat([
-                self._aggregated_branch(q[:, :half], x_map, self.sr1, self.norm1, self.kv1, self.local_conv1),
-                self._aggregated_branch(q[:, half:], x_map, self.sr2, self.norm2, self.kv2, self.local_conv2),
+                self._aggregated_branch(q[:, :half], x, grid, self.sr1, self.norm1, self.kv1, self.local_conv1),
+                self._aggregated_branch(q[:, half:], x, grid, self.sr2, self.norm2, self.kv2, self.local_conv2),
             ], dim=-1)
         else:
             k_tokens, v_tokens = self.kv(x).chunk(2, dim=-1)
@@ -261,16 +267,12 @@ class ShuntedBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x), grid))
 
 
+@torch.no_grad()
 def init_weights(module: nn.Module) -> None:
-    """The official initialisation: Linear trunc-normal(0.02), LayerNorm (1, 0), Conv normal(0, sqrt(2/fan_out))."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Conv2d):
+    """The official initialisation: Linear / LayerNorm as :func:`init_linear_and_norm`,
+    Conv normal(0, sqrt(2 / fan_out)) with fan_out = kh * kw * out_channels / groups and zero bias."""
+    init_linear_and_norm(module)
+    if isinstance(module, nn.Conv2d):
         fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
         nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
         if module.bias is not None:

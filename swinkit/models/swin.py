@@ -18,11 +18,13 @@ import torch.utils.checkpoint
 from swinkit.layers.checks import check_input
 from swinkit.layers.compat import CompatRules, check_compat, clamp_window, compat_rules
 from swinkit.layers.drop import DropPath, drop_path_rates
+from swinkit.layers.init import init_linear_and_norm
 from swinkit.layers.merging import PatchMerging
 from swinkit.layers.mlp import Mlp
 from swinkit.layers.patch_embed import PatchEmbed
 from swinkit.layers.window_attention import WindowAttention
-from swinkit.layers.windows import padded_size, shifted_window_mask, window_partition, window_reverse
+from swinkit.layers.windows import (gather_tokens, layout_change, padded_size, shifted_window_mask,
+                                    window_partition, window_reverse)
 from swinkit.models.registry import register_model
 
 
@@ -137,9 +139,7 @@ class SwinBlock(nn.Module):
             if shifted:
                 h = torch.roll(h, [-s for s in shift], axes)
 
-        attn_bias = self.attn.relative_bias(window)
-        if shifted:
-            attn_bias = attn_bias.unsqueeze(0) + shift_mask.unsqueeze(1).to(attn_bias.dtype)
+        attn_bias = self.attn.attention_bias(window, shift_mask if shifted else None, h.dtype)
         h = window_reverse(self.attn(window_partition(h, window), attn_bias), window, padded)
 
         crop = (slice(None),) + tuple(slice(0, g) for g in grid)
@@ -153,6 +153,52 @@ class SwinBlock(nn.Module):
             h = h[crop]
         x = x + self.drop_path(h)
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def forward_windows(self, x: torch.Tensor, attn_bias: torch.Tensor, tokens: int,
+                        inplace: bool = False) -> torch.Tensor:
+        """The same block on tokens already in its window order: x (B, L, C) -> (B, L, C).
+
+        ``x`` holds whole windows of ``tokens`` tokens each (no padding), in the order that
+        partitioning the rolled grid gives; LayerNorm, MLP and residuals are per token, so only
+        attention sees the windows. ``inplace`` (autograd off only) adds the residuals into ``x``
+        a group of windows at a time, so every temporary is small, reused and cache-resident.
+        """
+        batch, length, channels = x.shape
+        if inplace:
+            rows = x.view(batch * length, channels)
+            for start, stop, bias in _window_chunks(batch * (length // tokens), tokens, attn_bias):
+                part = rows[start:stop]
+                part += self.attn.attend(self.norm1(part).view(-1, tokens, channels), bias).view(-1, channels)
+                part += self.mlp(self.norm2(part))
+            return x
+        h = self.attn.attend(self.norm1(x).view(batch * (length // tokens), tokens, channels), attn_bias)
+        x = x + self.drop_path(h.view(batch, length, channels))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+CHUNK_TOKENS = 4096  # tokens per group in the in-place (inference) block path
+
+
+def _window_chunks(count: int, tokens: int, attn_bias: torch.Tensor):
+    """Split ``count`` windows (sample-major) into groups of about CHUNK_TOKENS tokens.
+
+    Yields (first row, end row, bias for the group). A per-window bias (nW, nH, N, N) is
+    sliced to the group's windows; groups never straddle two samples unless they hold whole ones.
+    """
+    want = max(1, CHUNK_TOKENS // tokens)
+    if attn_bias.dim() == 4:
+        per_sample = attn_bias.shape[0]
+        if want >= per_sample:
+            want = want // per_sample * per_sample
+        else:
+            want = max(d for d in range(1, want + 1) if per_sample % d == 0)
+    for first in range(0, count, want):
+        last = min(first + want, count)
+        bias = attn_bias
+        if attn_bias.dim() == 4 and want < attn_bias.shape[0]:
+            offset = first % attn_bias.shape[0]
+            bias = attn_bias[offset:offset + want]
+        yield first * tokens, last * tokens, bias
 
 
 class SwinStage(nn.Module):
@@ -178,17 +224,49 @@ class SwinStage(nn.Module):
         grid = tuple(x.shape[1:-1])
         window, shift = self.window_plan(grid)
         no_shift = (0,) * len(grid)
+        padded = padded_size(grid, window)
         mask = None
         if any(shift):
-            mask = shifted_window_mask(padded_size(grid, window), window, shift, x.device, x.dtype)
+            mask = shifted_window_mask(padded, window, shift, x.device, x.dtype)
+        if padded == grid and not any(b._forward_hooks or b._forward_pre_hooks for b in self.blocks):
+            return self._forward_windowed(x, grid, window, shift, mask)
         for j, block in enumerate(self.blocks):
             block_shift = shift if j % 2 else no_shift
             block_mask = mask if j % 2 else None
-            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+            if self._checkpointing():
                 x = torch.utils.checkpoint.checkpoint(block, x, window, block_shift, block_mask, use_reentrant=False)
             else:
                 x = block(x, window, block_shift, block_mask)
         return x
+
+    def _checkpointing(self) -> bool:
+        return self.grad_checkpointing and self.training and torch.is_grad_enabled()
+
+    def _forward_windowed(self, x: torch.Tensor, grid: tuple[int, ...], window: tuple[int, ...],
+                          shift: tuple[int, ...], mask: torch.Tensor | None) -> torch.Tensor:
+        """Unpadded grids: tokens move into each block's window order once, with one gather
+        between blocks (not a roll, partition, reverse and roll per block)."""
+        batch, channels = x.shape[0], x.shape[-1]
+        tokens = math.prod(window)
+        inplace_ok = not torch.is_grad_enabled()
+        h = x.reshape(batch, -1, channels)
+        layout, owned = None, False  # None: row-major grid order; owned: h is not the caller's tensor
+        for j, block in enumerate(self.blocks):
+            shifted = bool(j % 2) and mask is not None
+            block_layout = (window, shift if shifted else (0,) * len(grid), self.rules.roll_before_pad)
+            index = layout_change(grid, layout, block_layout)
+            if index is not None:
+                h, owned = gather_tokens(h, index), True
+            layout = block_layout
+            attn_bias = block.attn.attention_bias(window, mask if shifted else None, h.dtype)
+            if self._checkpointing():
+                h = torch.utils.checkpoint.checkpoint(block.forward_windows, h, attn_bias, tokens,
+                                                      use_reentrant=False)
+            else:
+                h = block.forward_windows(h, attn_bias, tokens, inplace=inplace_ok and owned)
+            owned = True
+        h = gather_tokens(h, layout_change(grid, layout, None))
+        return h.view(batch, *grid, channels)
 
 
 class ClassifierHead(nn.Module):
@@ -248,17 +326,7 @@ class SwinTransformer(nn.Module):
         if head_drop is None:
             head_drop = 0.5 if ndim == 3 else config.drop_rate
         self.head = ClassifierHead(self.num_features, config.num_classes, head_drop)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear):
-            nn.init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
-        elif isinstance(module, nn.LayerNorm):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
+        self.apply(init_linear_and_norm)
 
     def _stage_grids(self, img_size: tuple[int, ...] | None) -> list[tuple[int, ...]] | None:
         if img_size is None:
@@ -294,7 +362,7 @@ class SwinTransformer(nn.Module):
         self.config = dataclasses.replace(self.config, num_classes=num_classes)
         self.head.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         if num_classes > 0:
-            self._init_weights(self.head.fc)
+            init_linear_and_norm(self.head.fc)
 
     def check_input(self, x: torch.Tensor) -> None:
         min_size = (1,) * self.config.ndim
