@@ -66,7 +66,8 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
     for name, value in single.model.state_dict().items():
         torch.testing.assert_close(two["model"][name], value, atol=1e-5, rtol=1e-4, msg=name)
     start = initial_model(RECIPE["seed"]).state_dict()
-    assert not torch.allclose(single.model.state_dict()["head.fc.weight"], start["head.fc.weight"], atol=1e-4)  # training moved the weights, so the comparison above means something
+    # training moved the weights, so the comparison above means something
+    assert not torch.allclose(single.model.state_dict()["head.fc.weight"], start["head.fc.weight"], atol=1e-4)
     # metrics reduced over both ranks: the 7 validation clips are split 4 + 3 and counted once each
     for ours, theirs in zip(single.history, two["history"]):
         assert theirs["val_count"] == ours["val_count"] == 7

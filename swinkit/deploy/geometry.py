@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from swinkit.layers.windows import padded_size, shifted_window_mask, window_partition
+from swinkit.layers.windows import padded_size, shifted_window_mask, window_order
 
 
 @dataclass(frozen=True)
@@ -42,30 +42,16 @@ def stage_geometry(model: nn.Module, input_size: tuple[int, ...], stage: int) ->
     return StageGeometry(tuple(grid), tuple(window), tuple(shift), token_size)
 
 
-def _pad_amounts(grid: tuple[int, ...], padded: tuple[int, ...]) -> list[int]:
-    pad = []
-    for g, p in zip(reversed(grid), reversed(padded)):
-        pad += [0, p - g]
-    return [0, 0] + pad
-
-
 def window_token_positions(grid: tuple[int, ...], window: tuple[int, ...], shift: tuple[int, ...],
                            roll_before_pad: bool = False) -> torch.Tensor:
     """(num_windows, tokens_per_window) flat grid index of every windowed token, -1 for padding.
 
-    Replays a Swin block: pad the grid to a multiple of ``window`` and roll it by ``-shift`` (in the order
-    the compat rules give), then partition into windows.
+    The block's own layout: the grid padded to a multiple of ``window`` and rolled by ``-shift`` (in the
+    order the compat rules give), then partitioned into windows (:func:`window_order`).
     """
-    ndim = len(grid)
-    index = torch.arange(1, math.prod(grid) + 1).view(1, *grid, 1)  # 0 marks padding
-    axes = tuple(range(1, 1 + ndim))
-    padded = padded_size(grid, window)
-    back = [-s for s in shift]
-    if roll_before_pad:
-        index = F.pad(torch.roll(index, back, axes), _pad_amounts(grid, padded))
-    else:
-        index = torch.roll(F.pad(index, _pad_amounts(grid, padded)), back, axes)
-    return window_partition(index, tuple(window))[0, :, :, 0] - 1
+    order = window_order(tuple(grid), tuple(window), tuple(shift), roll_before_pad)
+    positions = order.view(-1, math.prod(window))
+    return torch.where(positions == math.prod(grid), -1, positions)
 
 
 def attention_groups(grid: tuple[int, ...], window: tuple[int, ...], shift: tuple[int, ...],

@@ -42,7 +42,7 @@ class ModelInfo:
     trainable_params: int
     macs: int
     attention_macs: int
-    activation_bytes: int  # tensors a training forward keeps for the backward pass, at this batch size
+    activation_bytes: int | None  # what a training forward keeps for the backward pass (None: not computed)
     output_shape: tuple[int, ...]
     parts: tuple[PartInfo, ...]
 
@@ -56,8 +56,9 @@ class ModelInfo:
             f"{self.name} ({self.family}), input {shape}",
             f"  parameters        {_count(self.params)} ({self.params:,}; trainable {self.trainable_params:,})",
             f"  multiply-adds     {self.macs / 1e9:.2f} G (attention products {self.attention_macs / 1e9:.3f} G)",
-            f"  activations       {self.activation_bytes / 2 ** 20:,.1f} MiB kept for the backward pass "
-            f"(fp32 training forward, batch {self.input_shape[0]})",
+            f"  activations       " + ("not computed" if self.activation_bytes is None else
+                                     f"{self.activation_bytes / 2 ** 20:,.1f} MiB kept for the backward pass "
+                                     f"(fp32 training forward, batch {self.input_shape[0]})"),
             f"  output            {tuple(self.output_shape)}",
             "",
             f"  {'part':<8}{'params':>12}{'GMACs':>10}{'attn GMACs':>12}   output",
@@ -66,7 +67,8 @@ class ModelInfo:
             out = "" if part.output_shape is None else str(tuple(part.output_shape))
             lines.append(f"  {part.name:<8}{_count(part.params):>12}{part.macs / 1e9:>10.3f}"
                          f"{part.attention_macs / 1e9:>12.3f}   {out}")
-        lines.append(f"  {'total':<8}{_count(self.params):>12}{self.macs / 1e9:>10.3f}{self.attention_macs / 1e9:>12.3f}")
+        lines.append(f"  {'total':<8}{_count(self.params):>12}{self.macs / 1e9:>10.3f}"
+                     f"{self.attention_macs / 1e9:>12.3f}")
         return "\n".join(lines)
 
 
@@ -133,7 +135,7 @@ def _module_macs(counts: dict[str, dict], family: str) -> dict[str, tuple[int, i
     return totals
 
 
-def _saved_activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
+def saved_activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
     """Bytes of the distinct non-parameter storages a training forward saves for backward."""
     weights = {t.untyped_storage()._cdata for t in [*model.parameters(), *model.buffers()]}
     storages: dict[int, int] = {}
@@ -164,12 +166,13 @@ def meta_model(model_or_name: nn.Module | str, **overrides) -> nn.Module:
         return type(model_or_name)(model_or_name.config)
 
 
-def model_info(model_or_name: nn.Module | str, input_shape: tuple[int, ...] | None = None,
-               **overrides) -> ModelInfo:
+def model_info(model_or_name: nn.Module | str, input_shape: tuple[int, ...] | None = None, *,
+               activations: bool = True, **overrides) -> ModelInfo:
     """Parameters, multiply-adds (total, attention, per part), activation memory and output shapes.
 
     ``input_shape`` (B, C, H, W) or (B, C, T, H, W) defaults to the papers' input (224², and 32 frames for
-    video). A built model is described through a weightless copy of its class and config.
+    video). A built model is described through a weightless copy of its class and config. The activation
+    estimate (one more meta forward, in training mode) is skipped with ``activations=False``.
     """
     model = meta_model(model_or_name, **overrides).eval()
     name = model_or_name if isinstance(model_or_name, str) else type(model_or_name).__name__
@@ -208,5 +211,5 @@ def model_info(model_or_name: nn.Module | str, input_shape: tuple[int, ...] | No
         params=sum(p.numel() for p in counted_params.parameters()),
         trainable_params=sum(p.numel() for p in counted_params.parameters() if p.requires_grad),
         macs=total_macs, attention_macs=attention_total,
-        activation_bytes=_saved_activation_bytes(model, x),
+        activation_bytes=saved_activation_bytes(model, x) if activations else None,
         output_shape=tuple(logits.shape), parts=tuple(parts))

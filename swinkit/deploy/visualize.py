@@ -46,22 +46,17 @@ class AttentionMap:
     shifted: bool | None  # Swin: SW-MSA (True) or W-MSA (False); None for models without windows
 
 
-def _num_blocks(model: nn.Module, stage: int) -> int:
-    if hasattr(model, "layers"):
-        return len(model.layers[stage].blocks)
-    return len(getattr(model, f"block{stage + 1}"))
-
-
 def _attention_module(model: nn.Module, stage: int, block: int) -> tuple[nn.Module, nn.Module, int]:
     """(block, its attention module, block index >= 0), checking the 0-based indices."""
     num_stages = len(model.feature_info)
     if not 0 <= stage < num_stages:
         raise ValueError(f"stage must be in [1, {num_stages}] (1-based), got {stage + 1}")
-    count = _num_blocks(model, stage)
+    blocks = model.layers[stage].blocks if hasattr(model, "layers") else getattr(model, f"block{stage + 1}")
+    count = len(blocks)
     if not -count <= block < count:
         raise ValueError(f"stage {stage + 1} has {count} blocks; block must be in [0, {count - 1}], got {block}")
     block %= count
-    owner = model.layers[stage].blocks[block] if hasattr(model, "layers") else getattr(model, f"block{stage + 1}")[block]
+    owner = blocks[block]
     return owner, owner.attn, block
 
 
@@ -70,12 +65,16 @@ def _check_head(head: int | None, num_heads: int) -> None:
         raise ValueError(f"this block has {num_heads} heads; head must be in [0, {num_heads - 1}] or None, got {head}")
 
 
-def _query_token(query: tuple[int, ...], input_size: tuple[int, ...], grid: tuple[int, ...]) -> tuple[int, ...]:
-    """Pixel (frame) coordinates -> token coordinates on ``grid`` (proportional, so floors are respected)."""
+def _query_token(query: tuple[int, ...], input_size: tuple[int, ...], grid: tuple[int, ...],
+                 token_size: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """Pixel (frame) coordinates -> token coordinates on ``grid``: by ``token_size`` when every token
+    covers a fixed number of pixels, else proportionally."""
     if len(query) != len(input_size) or any(not 0 <= q < s for q, s in zip(query, input_size)):
         names = "(t, y, x)" if len(input_size) == 3 else "(y, x)"
         raise ValueError(f"query must be {names} inside the input of size {input_size}, got {query}")
-    return tuple(min(q * g // s, g - 1) for q, g, s in zip(query, grid, input_size))
+    if token_size is None:
+        return tuple(min(q * g // s, g - 1) for q, g, s in zip(query, grid, input_size))
+    return tuple(min(q // t, g - 1) for q, g, t in zip(query, grid, token_size))
 
 
 def _swin_attention(model: nn.Module, x: torch.Tensor, stage: int, block: int, head: int | None,
@@ -106,7 +105,8 @@ def _swin_attention(model: nn.Module, x: torch.Tensor, stage: int, block: int, h
     grid, window, shift = captured["grid"], captured["window"], captured["shift"]
     input_size = tuple(x.shape[2:])
     positions = window_token_positions(grid, window, shift, owner.rules.roll_before_pad)
-    token = _query_token(query, input_size, grid)
+    token_size = stage_geometry(model, input_size, stage).token_size
+    token = _query_token(query, input_size, grid, token_size)
     flat = int(np.ravel_multi_index(token, grid))
     window_index, slot = (positions == flat).nonzero()[0].tolist()
     probs = captured["probs"][window_index, :, slot]  # (nH, N)
@@ -114,7 +114,6 @@ def _swin_attention(model: nn.Module, x: torch.Tensor, stage: int, block: int, h
     valid = positions[window_index] >= 0
     token_map = torch.zeros(math.prod(grid), dtype=row.dtype)
     token_map[positions[window_index][valid]] = row[valid]
-    token_size = stage_geometry(model, input_size, stage).token_size
     weights = to_pixels(token_map.view(grid), input_size, token_size)
     return AttentionMap(weights, tuple(query), head, stage, block, float(row[~valid].sum()), any(shift))
 

@@ -41,7 +41,6 @@ class TrainConfig:
     data_root: str | None = _opt(None, "dataset root folder (videos or images)")
     train_list: str | None = _opt(None, "annotation file of the training split (default: found by the data pipeline)")
     val_list: str | None = _opt(None, "annotation file of the validation split")
-    test_list: str | None = _opt(None, "annotation file of the test split (multi-view evaluation)")
     kind: str | None = _opt(None, "'video' or 'image' (None: detected by the data pipeline)")
     data_options: dict = _opt({}, "transform options for swinkit.data.build_dataset as YAML, e.g. '{clip_len: 8}'")
     num_workers: int = _opt(2, "data-loading worker processes per training process")

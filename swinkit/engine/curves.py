@@ -30,7 +30,7 @@ def plot_curves(history: list[dict], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    panels = (("loss", ("train_loss", "val_loss")), ("top-1 accuracy", ("train_top1", "val_top1", "val_top5")),
+    panels = (("loss", ("train_loss", "val_loss")), ("top-1 accuracy", ("train_top1", "val_top1")),
               ("learning rate", ("lr",)))
     for axis, (title, keys) in zip(axes, panels):
         for key in keys:

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 
 
 def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float = 0.0) -> torch.Tensor:
-    """(B,) int -> (B, num_classes) float: ``1 - smoothing + smoothing / K`` on the label, ``smoothing / K`` elsewhere."""
+    """(B,) int -> (B, num_classes) float: ``1 - smoothing + smoothing / K`` on the label,
+    ``smoothing / K`` elsewhere."""
     off_value = smoothing / num_classes
     targets = torch.full((labels.shape[0], num_classes), off_value, device=labels.device)
     return targets.scatter_(1, labels.long().view(-1, 1), 1.0 - smoothing + off_value)

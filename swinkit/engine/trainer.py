@@ -66,7 +66,7 @@ class Trainer:
     """Train ``model`` on ``train_set`` (items as produced by swinkit.data, batched by ``collate_fn``).
 
     ``classes``: class names (their count fixes the targets' width). ``model_spec``: how to
-    rebuild the model (``{"model_name", "model_kwargs"}``), stored in checkpoints for eval/predict.
+    rebuild the model (``{"model_name", "model_config"}``), stored in checkpoints for eval/predict.
     ``on_step(trainer)`` runs after every optimiser step (and its checkpoint, if one is due).
     """
 
@@ -93,20 +93,33 @@ class Trainer:
         self.model = model.to(self.device)
         if cfg.grad_checkpointing:
             if not hasattr(model, "set_grad_checkpointing"):
-                raise ValueError(f"{type(model).__name__} has no set_grad_checkpointing(); cannot use grad_checkpointing")
+                raise ValueError(f"{type(model).__name__} has no set_grad_checkpointing(); "
+                                 f"cannot use grad_checkpointing")
             model.set_grad_checkpointing(True)
         self.train_model: nn.Module = self.model
         if distributed.is_distributed():
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.model, device_ids=device_ids)
 
-        # Data: a fixed order per epoch; the dataset seeds augmentation per (epoch, sample) (set_epoch).
+        self._build_data(train_set, val_set, collate_fn)
+        self._build_optimisation()
+
+        # Progress.
+        self.epoch = 0  # epochs completed
+        self.step = 0  # optimiser steps completed (global, over all epochs)
+        self.batch_in_epoch = 0  # micro-batches of the current epoch already consumed
+        self.meter = EpochMeter()
+        self.history: list[dict] = []
+        self.best_top1: float | None = None
+
+    def _build_data(self, train_set: Dataset, val_set: Dataset | None, collate_fn: Callable) -> None:
+        """Loaders with a fixed order per epoch (the dataset seeds augmentation per epoch and sample)."""
+        cfg = self.cfg
         self.train_set = train_set
         self.sampler = ResumableSampler(train_set, num_replicas=self.world_size, rank=self.rank, shuffle=True,
                                         seed=cfg.seed, drop_last=True)
         self.global_batch = cfg.batch_size * cfg.accum_steps * self.world_size
-        batches_per_epoch = self.sampler.num_samples // cfg.batch_size
-        self.steps_per_epoch = batches_per_epoch // cfg.accum_steps
+        self.steps_per_epoch = self.sampler.num_samples // cfg.batch_size // cfg.accum_steps
         if self.steps_per_epoch < 1:
             raise ValueError(f"the training split has {len(train_set)} samples, fewer than one optimiser step needs "
                              f"(batch_size {cfg.batch_size} x accum_steps {cfg.accum_steps} x {self.world_size} "
@@ -123,7 +136,9 @@ class Trainer:
                                          num_workers=cfg.num_workers, collate_fn=collate_fn,
                                          generator=torch.Generator().manual_seed(cfg.seed))
 
-        # Optimisation.
+    def _build_optimisation(self) -> None:
+        """AdamW groups, the schedule over all epochs, GradScaler (fp16), EMA and the target mixer."""
+        cfg = self.cfg
         lr, warmup_lr, min_lr = scaled_learning_rates(cfg, self.global_batch)
         self.optimizer = build_optimizer(self.model, lr, cfg.weight_decay, cfg.betas, cfg.eps, cfg.backbone_lr_mult)
         total_steps = self.steps_per_epoch * cfg.epochs
@@ -133,14 +148,6 @@ class Trainer:
         self.ema = ModelEma(self.model, cfg.ema_decay) if cfg.ema_decay is not None else None
         self.mixup = Mixup(self.num_classes, cfg.mixup, cfg.cutmix, cfg.mixup_prob, cfg.mixup_switch_prob,
                            cfg.label_smoothing)
-
-        # Progress.
-        self.epoch = 0  # epochs completed
-        self.step = 0  # optimiser steps completed (global, over all epochs)
-        self.batch_in_epoch = 0  # micro-batches of the current epoch already consumed
-        self.meter = EpochMeter()
-        self.history: list[dict] = []
-        self.best_top1: float | None = None
 
     # ---------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
@@ -280,10 +287,10 @@ class Trainer:
         sums = distributed.all_reduce_sum(torch.tensor([meter.loss_sum, meter.correct, meter.count],
                                                        dtype=torch.float64))
         skipped = [s for rank_list in distributed.all_gather_object(meter.skipped) for s in rank_list]
-        count = max(int(sums[2]), 1)
+        count = int(sums[2])
         record = {"epoch": epoch + 1, "step": self.step, "lr": self.scheduler.current_lr,
-                  "train_loss": float(sums[0]) / count,
-                  "train_top1": None if self.mixup.enabled else float(sums[1]) / count,
+                  "train_loss": float(sums[0]) / count if count else None,
+                  "train_top1": float(sums[1]) / count if count and not self.mixup.enabled else None,
                   "train_samples": int(sums[2]), "epoch_time_s": round(seconds, 3),
                   "skipped": len(skipped), "skipped_samples": [{"path": p, "error": e} for p, e in skipped]}
         if val is not None:
@@ -332,7 +339,9 @@ class Trainer:
 
 def format_record(record: dict) -> str:
     """One console line per epoch, naming unreadable samples."""
-    parts = [f"epoch {record['epoch']}", f"loss {record['train_loss']:.4f}"]
+    parts = [f"epoch {record['epoch']}"]
+    if record.get("train_loss") is not None:
+        parts.append(f"loss {record['train_loss']:.4f}")
     if record.get("train_top1") is not None:
         parts.append(f"top1 {record['train_top1']:.3f}")
     if record.get("val_top1") is not None:

@@ -87,29 +87,137 @@ class WindowAttention(nn.Module):
         out = self.attend(x.reshape(batch * num_windows, tokens, channels), attn_bias)
         return out.view(batch, num_windows, tokens, channels)
 
-    def attend(self, windows: torch.Tensor, attn_bias: torch.Tensor) -> torch.Tensor:
-        """windows (B * nW, N, C), sample-major -> (B * nW, N, C).
+    def attend(self, windows: torch.Tensor, attn_bias: torch.Tensor, norm: nn.LayerNorm | None = None) -> torch.Tensor:
+        """windows (B * nW, N, C), sample-major -> (B * nW, N, C); ``norm`` is applied first if given.
 
         Runs ``scaled_dot_product_attention`` on 4-D (windows, heads, N, head_dim) views of the
         qkv projection, where PyTorch has fused kernels. A per-window bias (nW, nH, N, N) is
-        applied one sample at a time, so it is never expanded over the batch.
+        applied one sample at a time, so it is never expanded over the batch. With autograd on,
+        :class:`BiasedWindowAttention` keeps only q, k, v for the backward pass.
         """
         count, tokens, channels = windows.shape
-        qkv = self.qkv(windows).view(count, tokens, 3, self.num_heads, self.head_dim)
+        qkv = self.qkv(windows) if norm is None else layer_norm_linear(windows, norm, self.qkv)
+        qkv = qkv.view(count, tokens, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B * nW, nH, N, hd)
-        mask = attn_bias if attn_bias.dtype == q.dtype else attn_bias.to(q.dtype)
+        bias = attn_bias if attn_bias.dtype == q.dtype else attn_bias.to(q.dtype)
         dropout = self.attn_drop if self.training else 0.0
-        per_window = mask.dim() == 4
-        if not per_window or mask.shape[0] == count:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask if per_window else mask.unsqueeze(0),
-                                                 dropout_p=dropout, scale=self.scale)
-            out = out.transpose(1, 2).reshape(count, tokens, channels)
+        if dropout > 0.0:
+            out = window_sdpa(q, k, v, bias, self.scale, dropout)
+        elif _recompute_in_backward(q, bias):
+            out = BiasedWindowAttention.apply(q, k, v, bias, self.scale)
         else:
-            step = mask.shape[0]
-            if count % step:
-                raise ValueError(f"{count} windows do not split into samples of {step} windows")
-            out = torch.cat([
-                F.scaled_dot_product_attention(q[i:i + step], k[i:i + step], v[i:i + step], attn_mask=mask,
-                                               dropout_p=dropout, scale=self.scale).transpose(1, 2)
-                for i in range(0, count, step)]).view(count, tokens, channels)
-        return self.proj_drop(self.proj(out))
+            out = window_sdpa(q, k, v, bias, self.scale)
+        return self.proj_drop(self.proj(out.reshape(count, tokens, channels)))
+
+
+def _recompute_in_backward(q: torch.Tensor, bias: torch.Tensor) -> bool:
+    """Use :class:`BiasedWindowAttention` on CPU in eager autograd: PyTorch's fused CPU kernel
+    gives no gradient for the bias (its math fallback keeps every attention matrix). CUDA's
+    memory-efficient kernel differentiates the bias itself."""
+    return (torch.is_grad_enabled() and q.device.type == "cpu" and not torch.compiler.is_compiling()
+            and (q.requires_grad or bias.requires_grad))
+
+
+def window_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float,
+                dropout: float = 0.0) -> torch.Tensor:
+    """softmax(scale q k^T + bias) v per window: q, k, v (B * nW, nH, N, hd) -> (B * nW, N, nH, hd).
+
+    ``bias`` is (nH, N, N) for every window, or (nW, nH, N, N) for the windows of each sample.
+    """
+    count = q.shape[0]
+    if bias.dim() == 3 or bias.shape[0] == count:
+        mask = bias.unsqueeze(0) if bias.dim() == 3 else bias
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
+        return out.transpose(1, 2).contiguous()
+    step = bias.shape[0]
+    if count % step:
+        raise ValueError(f"{count} windows do not split into samples of {step} windows")
+    if torch.compiler.is_compiling():  # one 5-D call in traced graphs (no loop over a symbolic batch)
+        out = F.scaled_dot_product_attention(q.unflatten(0, (-1, step)), k.unflatten(0, (-1, step)),
+                                             v.unflatten(0, (-1, step)), attn_mask=bias, dropout_p=dropout,
+                                             scale=scale)
+        return out.transpose(2, 3).flatten(0, 1).contiguous()
+    return torch.cat([
+        F.scaled_dot_product_attention(q[i:i + step], k[i:i + step], v[i:i + step], attn_mask=bias,
+                                       dropout_p=dropout, scale=scale).transpose(1, 2)
+        for i in range(0, count, step)])
+
+
+class BiasedWindowAttention(torch.autograd.Function):
+    """:func:`window_sdpa` whose backward recomputes the attention weights from q, k, v and the bias.
+
+    It saves no (windows, heads, N, N) tensor and returns the gradient of the bias (summed over
+    the batch), which the fused CPU kernels do not provide.
+    """
+
+    @staticmethod
+    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
+                scale: float) -> torch.Tensor:
+        ctx.save_for_backward(q, k, v, bias)
+        ctx.scale = scale
+        return window_sdpa(q, k, v, bias, scale)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        q, k, v, bias = ctx.saved_tensors
+        scale = ctx.scale
+        count, heads, tokens, _ = q.shape
+        groups = bias.shape[0] if bias.dim() == 4 else 1  # windows per sample with their own bias
+        grad_out = grad_out.transpose(1, 2)  # (B * nW, nH, N, hd)
+        logits = torch.matmul(q, k.transpose(-2, -1)).mul_(scale)
+        logits = logits.view(-1, groups, heads, tokens, tokens).add_(bias).view(count, heads, tokens, tokens)
+        probs = torch.softmax(logits, dim=-1)
+        del logits
+        grad_v = torch.matmul(probs.transpose(-2, -1), grad_out)
+        grad_probs = torch.matmul(grad_out, v.transpose(-2, -1))
+        grad_logits = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
+        del grad_probs, probs
+        grad_bias = None
+        if ctx.needs_input_grad[3]:
+            grad_bias = grad_logits.view(-1, groups, heads, tokens, tokens).sum(0)
+            grad_bias = grad_bias.view(bias.shape) if bias.dim() == 4 else grad_bias[0]
+        grad_q = torch.matmul(grad_logits, k).mul_(scale)
+        grad_k = torch.matmul(grad_logits.transpose(-2, -1), q).mul_(scale)
+        return grad_q, grad_k, grad_v, grad_bias, None
+
+
+def layer_norm_linear(x: torch.Tensor, norm: nn.LayerNorm, linear: nn.Linear) -> torch.Tensor:
+    """``linear(norm(x))``; with autograd on, the normalised x is recomputed in backward, not kept."""
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling() and norm.elementwise_affine:
+        return LayerNormLinear.apply(x, norm.weight, norm.bias, linear.weight, linear.bias, norm.eps)
+    return linear(norm(x))
+
+
+class LayerNormLinear(torch.autograd.Function):
+    """linear(layer_norm(x)) over the last axis that saves x and the row statistics only."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor | None,
+                weight: torch.Tensor, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
+        shape = (x.shape[-1],)
+        normed, mean, rstd = torch.native_layer_norm(x, shape, norm_weight, norm_bias, eps)
+        ctx.save_for_backward(x, mean, rstd, norm_weight, norm_bias, weight)
+        ctx.has_bias = bias is not None
+        return F.linear(normed, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, mean, rstd, norm_weight, norm_bias, weight = ctx.saved_tensors
+        channels = x.shape[-1]
+        grad_rows = grad_out.reshape(-1, grad_out.shape[-1])
+        grad_weight = grad_bias = None
+        if ctx.needs_input_grad[3]:
+            normed = (x - mean).mul_(rstd)
+            if norm_weight is not None:
+                normed.mul_(norm_weight)
+            if norm_bias is not None:
+                normed.add_(norm_bias)
+            grad_weight = grad_rows.t().mm(normed.reshape(-1, channels))
+            del normed
+        if ctx.has_bias and ctx.needs_input_grad[4]:
+            grad_bias = grad_rows.sum(0)
+        grad_normed = grad_out.matmul(weight)
+        grad_x, grad_norm_weight, grad_norm_bias = torch.ops.aten.native_layer_norm_backward(
+            grad_normed, x, (channels,), mean, rstd, norm_weight, norm_bias,
+            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]])
+        return grad_x, grad_norm_weight, grad_norm_bias, grad_weight, grad_bias, None

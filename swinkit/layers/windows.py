@@ -13,6 +13,20 @@ import torch
 MASK_FILL = -100.0  # the official fill value for cross-region pairs (not -inf)
 
 
+def _cached(maxsize: int):
+    """``lru_cache`` whose tensors are built outside inference mode, so that autograd may use them
+    later in the process; ``.__wrapped__`` stays the plain function (traced graphs call it)."""
+    def decorate(fn):
+        def build(*args):
+            with torch.inference_mode(False):
+                return fn(*args)
+
+        cached = lru_cache(maxsize=maxsize)(build)
+        cached.__wrapped__, cached.__doc__, cached.__name__ = fn, fn.__doc__, fn.__name__
+        return cached
+    return decorate
+
+
 def window_partition(x: torch.Tensor, window: tuple[int, ...]) -> torch.Tensor:
     """(B, *grid, C) with grid divisible by ``window`` -> (B, num_windows, tokens_per_window, C).
 
@@ -25,7 +39,7 @@ def window_partition(x: torch.Tensor, window: tuple[int, ...]) -> torch.Tensor:
         split_shape += [size // win, win]
     x = x.view(*split_shape, channels)
     order = [0] + [1 + 2 * a for a in range(ndim)] + [2 + 2 * a for a in range(ndim)] + [2 * ndim + 1]
-    num_windows = math.prod(g // w for g, w in zip(grid, window))
+    num_windows = math.prod([g // w for g, w in zip(grid, window)])
     return x.permute(order).reshape(batch, num_windows, math.prod(window), channels)
 
 
@@ -41,7 +55,7 @@ def window_reverse(windows: torch.Tensor, window: tuple[int, ...], grid: tuple[i
     return x.permute(order).reshape(batch, *grid, channels)
 
 
-@lru_cache(maxsize=256)
+@_cached(256)
 def _relative_position_index(window: tuple[int, ...], table_window: tuple[int, ...]) -> torch.Tensor:
     coords = torch.stack(torch.meshgrid(*[torch.arange(w) for w in window], indexing="ij")).flatten(1)
     relative = coords[:, :, None] - coords[:, None, :]  # (ndim, N, N)
@@ -60,12 +74,15 @@ def relative_position_index(window: tuple[int, ...], table_window: tuple[int, ..
     """
     window = tuple(int(w) for w in window)
     table_window = window if table_window is None else tuple(int(w) for w in table_window)
-    if any(w > t for w, t in zip(window, table_window)):
-        raise ValueError(f"window {window} is larger than the bias table's window {table_window}")
+    for w, t in zip(window, table_window):
+        if w > t:
+            raise ValueError(f"window {window} is larger than the bias table's window {table_window}")
+    if torch.compiler.is_compiling():  # traced once into the graph instead of read from the cache
+        return _relative_position_index.__wrapped__(window, table_window)
     return _relative_position_index(window, table_window)
 
 
-@lru_cache(maxsize=128)
+@_cached(128)
 def _region_labels(grid: tuple[int, ...], window: tuple[int, ...], shift: tuple[int, ...]) -> torch.Tensor:
     labels = torch.zeros(grid, dtype=torch.int64)
     for axis, (size, win, sh) in enumerate(zip(grid, window, shift)):
@@ -89,17 +106,25 @@ def shifted_window_mask(padded_grid: tuple[int, ...], window: tuple[int, ...], s
     Computed on the padded grid with the clamped window/shift; cached per
     (padded grid, window, shift, device, dtype).
     """
+    if torch.compiler.is_compiling():
+        return _build_mask(tuple(padded_grid), tuple(window), tuple(shift), device, dtype, cached_labels=False)
     key = (tuple(padded_grid), tuple(window), tuple(shift), str(device), dtype)
     mask = _MASK_CACHE.get(key)
     if mask is None:
-        labels = _region_labels(tuple(padded_grid), tuple(window), tuple(shift))
-        win_labels = window_partition(labels[None, ..., None], tuple(window))[0, :, :, 0]  # (nW, N)
-        different = win_labels[:, :, None] != win_labels[:, None, :]
-        mask = torch.zeros(different.shape, dtype=dtype).masked_fill_(different, MASK_FILL).to(device)
+        with torch.inference_mode(False):  # usable by autograd later on
+            mask = _build_mask(tuple(padded_grid), tuple(window), tuple(shift), device, dtype)
         if len(_MASK_CACHE) > 256:
             _MASK_CACHE.clear()
         _MASK_CACHE[key] = mask
     return mask
+
+
+def _build_mask(padded_grid: tuple[int, ...], window: tuple[int, ...], shift: tuple[int, ...],
+                device: torch.device | str, dtype: torch.dtype, cached_labels: bool = True) -> torch.Tensor:
+    labels = (_region_labels if cached_labels else _region_labels.__wrapped__)(padded_grid, window, shift)
+    win_labels = window_partition(labels[None, ..., None], window)[0, :, :, 0]  # (nW, N)
+    different = win_labels[:, :, None] != win_labels[:, None, :]
+    return torch.zeros(different.shape, dtype=dtype).masked_fill_(different, MASK_FILL).to(device)
 
 
 def padded_size(grid: tuple[int, ...], window: tuple[int, ...]) -> tuple[int, ...]:
@@ -107,7 +132,7 @@ def padded_size(grid: tuple[int, ...], window: tuple[int, ...]) -> tuple[int, ..
     return tuple(-(-g // w) * w for g, w in zip(grid, window))
 
 
-@lru_cache(maxsize=256)
+@_cached(256)
 def window_order(grid: tuple[int, ...], window: tuple[int, ...], shift: tuple[int, ...],
                  roll_before_pad: bool = False) -> torch.Tensor:
     """(num_windows * N,) int64: the token (row-major id in ``grid``) at each window slot.
@@ -133,9 +158,10 @@ def window_order(grid: tuple[int, ...], window: tuple[int, ...], shift: tuple[in
     return window_partition(ids[None, ..., None], window).reshape(-1)
 
 
-@lru_cache(maxsize=256)
-def layout_change(grid: tuple[int, ...], source: tuple | None, target: tuple | None) -> torch.Tensor | None:
-    """Index moving tokens from one unpadded layout to another: ``new = old[index]``.
+@_cached(256)
+def layout_change(grid: tuple[int, ...], source: tuple | None, target: tuple | None,
+                  device: torch.device | str = "cpu") -> torch.Tensor | None:
+    """Index (on ``device``) moving tokens from one unpadded layout to another: ``new = old[index]``.
 
     A layout is ``None`` (row-major grid order) or a ``(window, shift, roll_before_pad)`` triple
     naming a :func:`window_order`; padded layouts are not supported. Returns None when the two
@@ -150,7 +176,7 @@ def layout_change(grid: tuple[int, ...], source: tuple | None, target: tuple | N
     position = torch.empty_like(source_order)
     position[source_order] = identity  # token id -> slot in the source layout
     index = position[target_order]
-    return None if torch.equal(index, identity) else index
+    return None if torch.equal(index, identity) else index.to(device)
 
 
 def gather_tokens(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:

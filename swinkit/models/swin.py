@@ -22,7 +22,7 @@ from swinkit.layers.init import init_linear_and_norm
 from swinkit.layers.merging import PatchMerging
 from swinkit.layers.mlp import Mlp
 from swinkit.layers.patch_embed import PatchEmbed
-from swinkit.layers.window_attention import WindowAttention
+from swinkit.layers.window_attention import WindowAttention, layer_norm_linear
 from swinkit.layers.windows import (gather_tokens, layout_change, padded_size, shifted_window_mask,
                                     window_partition, window_reverse)
 from swinkit.models.registry import register_model
@@ -166,26 +166,73 @@ class SwinBlock(nn.Module):
         batch, length, channels = x.shape
         if inplace:
             rows = x.view(batch * length, channels)
-            for start, stop, bias in _window_chunks(batch * (length // tokens), tokens, attn_bias):
+            limit = CHUNK_TOKENS if x.device.type == "cpu" else length * batch  # GPUs want big kernels
+            for start, stop, bias in _window_chunks(batch * (length // tokens), tokens, attn_bias, limit):
                 part = rows[start:stop]
                 part += self.attn.attend(self.norm1(part).view(-1, tokens, channels), bias).view(-1, channels)
                 part += self.mlp(self.norm2(part))
             return x
-        h = self.attn.attend(self.norm1(x).view(batch * (length // tokens), tokens, channels), attn_bias)
+        h = self.attn.attend(x.view(batch * (length // tokens), tokens, channels), attn_bias, norm=self.norm1)
         x = x + self.drop_path(h.view(batch, length, channels))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        return x + self.drop_path(_norm_mlp(self.norm2, self.mlp, x))
+
+
+def _norm_mlp(norm: nn.LayerNorm, mlp: Mlp, x: torch.Tensor) -> torch.Tensor:
+    """``mlp(norm(x))``; with autograd on, the normalised x and the GELU output are recomputed in
+    backward instead of kept (4 + 1 fewer channels-worth of activations per token)."""
+    act = mlp.act
+    if (torch.is_grad_enabled() and isinstance(act, nn.GELU) and mlp.drop.p == 0.0
+            and not torch.compiler.is_compiling()):
+        return GeluLinear.apply(layer_norm_linear(x, norm, mlp.fc1), mlp.fc2.weight, mlp.fc2.bias, act.approximate)
+    return mlp(norm(x))
+
+
+class GeluLinear(torch.autograd.Function):
+    """linear(gelu(x), weight, bias) that saves only x: (..., C_in) -> (..., C_out)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                approximate: str = "none") -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.approximate = approximate
+        ctx.has_bias = bias is not None
+        return F.linear(F.gelu(x, approximate=approximate), weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_rows = grad_out.reshape(-1, grad_out.shape[-1])
+        grad_weight = grad_bias = None
+        if ctx.needs_input_grad[1]:
+            hidden = F.gelu(x, approximate=ctx.approximate)
+            grad_weight = grad_rows.t().mm(hidden.reshape(-1, hidden.shape[-1]))
+            del hidden
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_rows.sum(0)
+        grad_x = torch.ops.aten.gelu_backward(grad_out.matmul(weight), x, approximate=ctx.approximate)
+        return grad_x, grad_weight, grad_bias, None
+
+
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype autocast gives matrix products on x's device, or x's own dtype without autocast."""
+    try:
+        if torch.is_autocast_enabled(x.device.type):
+            return torch.get_autocast_dtype(x.device.type)
+    except RuntimeError:  # a device type autocast does not know (e.g. meta)
+        pass
+    return x.dtype
 
 
 CHUNK_TOKENS = 4096  # tokens per group in the in-place (inference) block path
 
 
-def _window_chunks(count: int, tokens: int, attn_bias: torch.Tensor):
-    """Split ``count`` windows (sample-major) into groups of about CHUNK_TOKENS tokens.
+def _window_chunks(count: int, tokens: int, attn_bias: torch.Tensor, limit: int):
+    """Split ``count`` windows (sample-major) into groups of about ``limit`` tokens.
 
     Yields (first row, end row, bias for the group). A per-window bias (nW, nH, N, N) is
     sliced to the group's windows; groups never straddle two samples unless they hold whole ones.
     """
-    want = max(1, CHUNK_TOKENS // tokens)
+    want = max(1, limit // tokens)
     if attn_bias.dim() == 4:
         per_sample = attn_bias.shape[0]
         if want >= per_sample:
@@ -228,7 +275,7 @@ class SwinStage(nn.Module):
         mask = None
         if any(shift):
             mask = shifted_window_mask(padded, window, shift, x.device, x.dtype)
-        if padded == grid and not any(b._forward_hooks or b._forward_pre_hooks for b in self.blocks):
+        if padded == grid and self._windowed_path_allowed():
             return self._forward_windowed(x, grid, window, shift, mask)
         for j, block in enumerate(self.blocks):
             block_shift = shift if j % 2 else no_shift
@@ -238,6 +285,16 @@ class SwinStage(nn.Module):
             else:
                 x = block(x, window, block_shift, block_mask)
         return x
+
+    def _windowed_path_allowed(self) -> bool:
+        """The token-reordering path runs in eager mode when no block has hooks (which expect
+        grid-ordered tensors); compiled graphs take the roll / partition path, which inductor fuses."""
+        if torch.compiler.is_compiling():
+            return False
+        for block in self.blocks:
+            if block._forward_hooks or block._forward_pre_hooks:
+                return False
+        return True
 
     def _checkpointing(self) -> bool:
         return self.grad_checkpointing and self.training and torch.is_grad_enabled()
@@ -249,23 +306,24 @@ class SwinStage(nn.Module):
         batch, channels = x.shape[0], x.shape[-1]
         tokens = math.prod(window)
         inplace_ok = not torch.is_grad_enabled()
+        bias_dtype = _autocast_dtype(x)
         h = x.reshape(batch, -1, channels)
         layout, owned = None, False  # None: row-major grid order; owned: h is not the caller's tensor
         for j, block in enumerate(self.blocks):
             shifted = bool(j % 2) and mask is not None
             block_layout = (window, shift if shifted else (0,) * len(grid), self.rules.roll_before_pad)
-            index = layout_change(grid, layout, block_layout)
+            index = layout_change(grid, layout, block_layout, x.device)
             if index is not None:
                 h, owned = gather_tokens(h, index), True
             layout = block_layout
-            attn_bias = block.attn.attention_bias(window, mask if shifted else None, h.dtype)
+            attn_bias = block.attn.attention_bias(window, mask if shifted else None, bias_dtype)
             if self._checkpointing():
                 h = torch.utils.checkpoint.checkpoint(block.forward_windows, h, attn_bias, tokens,
                                                       use_reentrant=False)
             else:
                 h = block.forward_windows(h, attn_bias, tokens, inplace=inplace_ok and owned)
             owned = True
-        h = gather_tokens(h, layout_change(grid, layout, None))
+        h = gather_tokens(h, layout_change(grid, layout, None, x.device))
         return h.view(batch, *grid, channels)
 
 

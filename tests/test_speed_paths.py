@@ -1,0 +1,268 @@
+"""The fast paths compute what the plain ones do: token reordering, cached biases, chunked in-place
+inference, memory-saving autograd functions, and the benchmark helpers (correctness, not timings)."""
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import swinkit
+from swinkit.cli import main as cli_main
+from swinkit.layers import window_attention
+from swinkit.layers.window_attention import BiasedWindowAttention, LayerNormLinear, window_sdpa
+from swinkit.layers.windows import gather_tokens, layout_change, window_order, window_partition
+from swinkit.models import swin
+from swinkit.tools import bench
+
+SMALL_2D = dict(embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=4, num_classes=7)
+SMALL_3D = dict(embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=(2, 4, 4), num_classes=7)
+
+
+def _official_windows(x, window, shift, roll_before_pad):
+    """The official block's pad / roll / partition on x (B, *grid, C), flattened to (B, slots, C)."""
+    grid = x.shape[1:-1]
+    padded = [-(-g // w) * w for g, w in zip(grid, window)]
+    pad = []
+    for g, p in zip(reversed(grid), reversed(padded)):
+        pad += [0, p - g]
+    axes = tuple(range(1, 1 + len(grid)))
+    if roll_before_pad and any(shift):
+        x = torch.roll(x, [-s for s in shift], axes)
+    x = F.pad(x, [0, 0] + pad)
+    if not roll_before_pad and any(shift):
+        x = torch.roll(x, [-s for s in shift], axes)
+    return window_partition(x, tuple(window)).flatten(1, 2)
+
+
+@pytest.mark.parametrize("grid,window,shift", [((8, 12), (4, 3), (2, 1)), ((7, 10), (4, 4), (2, 2)),
+                                               ((4, 6, 6), (2, 3, 3), (1, 1, 1)), ((3, 5, 7), (2, 4, 4), (1, 2, 2))])
+@pytest.mark.parametrize("roll_before_pad", [False, True])
+def test_window_order_is_pad_roll_partition(grid, window, shift, roll_before_pad):
+    x = torch.randn(2, *grid, 3)
+    expected = _official_windows(x, window, shift, roll_before_pad)
+    flat = torch.cat([x.flatten(1, -2), torch.zeros(2, 1, 3)], dim=1)  # id prod(grid) = a zero token
+    order = window_order(grid, window, shift, roll_before_pad)
+    assert torch.equal(flat[:, order], expected)
+
+
+@pytest.mark.parametrize("grid,window,shift", [((8, 12), (4, 3), (2, 1)), ((4, 14, 14), (2, 7, 7), (1, 3, 3))])
+def test_layout_change_moves_between_layouts(grid, window, shift):
+    x = torch.randn(3, *grid, 5)
+    flat = x.flatten(1, -2)
+    plain, shifted = (window, (0,) * len(grid), False), (window, shift, False)
+    a = gather_tokens(flat, layout_change(grid, None, plain))
+    b = gather_tokens(a, layout_change(grid, plain, shifted))
+    assert torch.equal(b, _official_windows(x, window, shift, False))
+    assert torch.equal(gather_tokens(b, layout_change(grid, shifted, None)), flat)
+    assert layout_change(grid, plain, plain) is None
+    with pytest.raises(ValueError, match="unpadded"):
+        layout_change((5, 5), None, ((4, 4), (0, 0), False))
+
+
+def _block_hooks(model):
+    """A no-op hook on every block forces the grid-ordered (roll / partition) path."""
+    return [blk.register_forward_hook(lambda *a: None) for stage in model.layers for blk in stage.blocks]
+
+
+def _pair(name, overrides, input_shape, dtype=torch.float64):
+    torch.manual_seed(0)
+    model = swinkit.create_model(name, **overrides).to(dtype)
+    with torch.no_grad():  # non-zero bias tables and norms so that every term matters
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model, torch.randn(input_shape, dtype=dtype)
+
+
+CASES = [("swin_t", SMALL_2D, (2, 3, 64, 64)), ("swin_t", {**SMALL_2D, "compat": "timm", "img_size": 64},
+                                                 (2, 3, 64, 64)),
+         ("video_swin_t", SMALL_3D, (2, 3, 8, 64, 64)), ("video_swin_t", SMALL_3D, (1, 3, 4, 32, 48))]
+
+
+@pytest.mark.parametrize("name,overrides,shape", CASES)
+@pytest.mark.parametrize("chunk_tokens", [48, 4096])
+def test_inference_fast_path_equals_grid_path(name, overrides, shape, chunk_tokens, monkeypatch):
+    monkeypatch.setattr(swin, "CHUNK_TOKENS", chunk_tokens)
+    model, x = _pair(name, overrides, shape)
+    model.eval()
+    with torch.inference_mode():
+        fast = model.forward_features(x, out_indices=range(2))
+        hooks = _block_hooks(model)
+        slow = model.forward_features(x, out_indices=range(2))
+    for h in hooks:
+        h.remove()
+    for f, s in zip(fast, slow):
+        torch.testing.assert_close(f, s, atol=1e-12, rtol=0)
+
+
+def _plain_attention(q, k, v, bias, scale):
+    count, heads, tokens, _ = q.shape
+    groups = bias.shape[0] if bias.dim() == 4 else 1
+    logits = (q * scale) @ k.transpose(-2, -1)
+    logits = (logits.view(-1, groups, heads, tokens, tokens) + bias).view(count, heads, tokens, tokens)
+    return (logits.softmax(-1) @ v).transpose(1, 2)
+
+
+class _Plain:
+    """Stand-ins for the memory-saving autograd functions: the same maths through plain autograd."""
+
+    class Attention:
+        apply = staticmethod(_plain_attention)
+
+    class GeluLinear:
+        apply = staticmethod(lambda x, w, b, approximate: F.linear(F.gelu(x, approximate=approximate), w, b))
+
+    class LayerNormLinear:
+        apply = staticmethod(lambda x, nw, nb, w, b, eps: F.linear(F.layer_norm(x, (x.shape[-1],), nw, nb, eps), w, b))
+
+
+@pytest.mark.parametrize("name,overrides,shape", CASES[:3])
+def test_training_gradients_equal_plain_autograd(name, overrides, shape, monkeypatch):
+    model, x = _pair(name, {**overrides, "drop_path_rate": 0.0, "head_drop_rate": 0.0}, shape)
+    model.train()
+    weights = torch.randn(shape[0], 7, dtype=torch.float64)
+
+    def grads():
+        model.zero_grad(set_to_none=True)
+        out = model(x)
+        (out * weights).sum().backward()
+        return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    fast_out, fast = grads()
+    monkeypatch.setattr(window_attention, "BiasedWindowAttention", _Plain.Attention)
+    monkeypatch.setattr(window_attention, "LayerNormLinear", _Plain.LayerNormLinear)
+    monkeypatch.setattr(swin, "GeluLinear", _Plain.GeluLinear)
+    hooks = _block_hooks(model)
+    plain_out, plain = grads()
+    for h in hooks:
+        h.remove()
+    torch.testing.assert_close(fast_out, plain_out, atol=1e-12, rtol=0)
+    assert fast.keys() == plain.keys()
+    for name_ in fast:
+        torch.testing.assert_close(fast[name_], plain[name_], atol=1e-10, rtol=1e-9, msg=name_)
+    assert any("relative_position_bias_table" in n and fast[n].abs().sum() > 0 for n in fast)
+
+
+@pytest.mark.parametrize("bias_shape", [(2, 3, 3), (2, 2, 3, 3)])
+def test_autograd_functions_gradcheck(bias_shape):
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(4, 2, 3, 2, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    bias = torch.randn(*bias_shape, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: BiasedWindowAttention.apply(*a, 0.5), (q, k, v, bias), fast_mode=True)
+    with torch.no_grad():
+        torch.testing.assert_close(window_sdpa(q, k, v, bias, 0.5), _plain_attention(q, k, v, bias, 0.5))
+    x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    norm_w, norm_b = (torch.randn(4, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    w, b = torch.randn(3, 4, dtype=torch.float64, requires_grad=True), torch.randn(3, dtype=torch.float64,
+                                                                                   requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *a: LayerNormLinear.apply(*a, 1e-5), (x, norm_w, norm_b, w, b))
+    assert torch.autograd.gradcheck(lambda *a: swin.GeluLinear.apply(*a, "none"), (x, w, b))
+
+
+def test_window_sdpa_rejects_mismatched_bias():
+    q = torch.randn(5, 2, 4, 8)
+    with pytest.raises(ValueError, match="do not split"):
+        window_sdpa(q, q, q, torch.zeros(2, 2, 4, 4), 1.0)
+
+
+def test_bias_cache_follows_the_table():
+    model = swinkit.create_model("swin_t", **SMALL_2D).eval()
+    attn = model.layers[0].blocks[1].attn
+    mask = torch.zeros(4, 16, 16)
+    with torch.no_grad():
+        first = attn.attention_bias((4, 4), mask)
+        assert attn.attention_bias((4, 4), mask) is first  # cached
+        assert first.shape == (4, 2, 16, 16)
+        attn.relative_position_bias_table.add_(1.0)  # in-place update bumps the version
+        second = attn.attention_bias((4, 4), mask)
+    assert second is not first
+    torch.testing.assert_close(second, first + 1.0)
+    model.load_state_dict(swinkit.create_model("swin_t", **SMALL_2D).state_dict())
+    with torch.no_grad():
+        third = attn.attention_bias((4, 4), mask)
+    torch.testing.assert_close(third, attn.relative_bias((4, 4)).unsqueeze(0) + mask.unsqueeze(1))
+    fresh = attn.attention_bias((4, 4), mask)  # autograd on: built anew, gradients reach the table
+    assert fresh.requires_grad and fresh is not third
+
+
+def test_block_hooks_see_grid_ordered_tensors():
+    model = swinkit.create_model("swin_t", **SMALL_2D).eval()
+    seen = []
+    model.layers[0].blocks[1].register_forward_hook(lambda m, args, out: seen.append(tuple(out.shape)))
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 64))
+    assert seen == [(1, 16, 16, 16)]
+
+
+@pytest.mark.parametrize("grid", [(8, 8), (4, 4)])  # (4, 4): one window, so the first layout is the input's
+def test_stage_input_is_not_modified_in_place(grid):
+    model = swinkit.create_model("swin_t", **SMALL_2D).eval()
+    x = torch.randn(2, *grid, 32)
+    before = x.clone()
+    with torch.inference_mode():
+        out = model.layers[1](x)
+    assert torch.equal(x, before) and not torch.equal(out, x)
+
+
+def test_bf16_autocast_stays_close_to_fp32():
+    torch.manual_seed(0)
+    model = swinkit.create_model("swin_t", **SMALL_2D).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.inference_mode():
+        reference = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x)
+    assert low.dtype == torch.bfloat16
+    assert ((low.float() - reference).norm() / reference.norm()).item() < 0.02
+
+
+# ---- benchmark helpers -------------------------------------------------------------------------
+
+def test_parse_shape_and_specs():
+    assert bench.parse_shape("8x3x224x224") == (8, 3, 224, 224)
+    for bad in ("8x3x224", "ax3x4x4", "0x3x4x4"):
+        with pytest.raises(ValueError, match="shape"):
+            bench.parse_shape(bad)
+    with pytest.raises(ValueError, match="LIBRARY:NAME"):
+        bench.build_model("swin_t")
+    with pytest.raises(ValueError, match="unknown library"):
+        bench.build_model("keras:swin_t")
+
+
+def test_timings_ratios():
+    timings = bench.Timings({"subject": [1.0, 2.0, 1.0], "anchor": [2.0, 2.0, 3.0]})
+    ratio = timings.ratios("subject", "anchor")
+    assert ratio == {"median": 2.0, "min": 1.0, "max": 3.0}
+
+
+def test_runner_macs_and_steps():
+    infer = bench.make_runner("swinkit:swin_t", (1, 3, 32, 32), "infer", overrides=SMALL_2D)
+    assert infer.step().shape == (1, 7)
+    x = torch.empty(1, 3, 32, 32, device="meta")
+    from torch.utils.flop_counter import FlopCounterMode
+    with torch.device("meta"):
+        meta_model = swinkit.create_model("swin_t", **SMALL_2D)
+    with FlopCounterMode(display=False) as counter:
+        meta_model(x)
+    assert bench.count_macs(infer) == pytest.approx(counter.get_total_flops() / 2, rel=1e-6)
+    train = bench.make_runner("swinkit:swin_t", (2, 3, 32, 32), "train", overrides=SMALL_2D)
+    before = train.model.head.fc.weight.detach().clone()
+    loss = train.step()
+    assert loss.ndim == 0 and not torch.equal(before, train.model.head.fc.weight)
+    assert bench.count_macs(train) > 2.5 * 2 * bench.count_macs(infer)  # forward + backward, 2 samples
+
+
+def test_peak_memory_in_a_fresh_process():
+    peak = bench.peak_memory("swinkit:swin_t", (1, 3, 32, 32), "infer", threads=1)
+    assert 0 <= peak < 2 ** 30
+
+
+def test_cli_bench_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = cli_main(["bench", "swin_t", "--img-size", "32", "--rounds", "2", "--threads", "1", "--json", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["shape"] == [1, 3, 32, 32] and result["rounds"] == 2
+    assert result["median_s"] > 0 and result["gmacs_per_step"] > 0 and 0 < result["gemm_peak_fraction"]
+    assert "images/s" in capsys.readouterr().out
+    assert cli_main(["bench", "swin_xx"]) == 2
+    assert cli_main(["bench", "swin_t", "--rounds", "0"]) == 2
