@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -114,13 +114,13 @@ def run_case(case: Case, device: str, peaks: dict[str, float], skip_memory: bool
             record["checks"].append({"check": f"{case.name}: speed >= {case.min_speedup}x", "status": "NOT RUN",
                                      "detail": record["skipped"]})
         return record
-    runners = {}
     specs = [case.subject, *case.anchors]
+    runners = {}
     for spec in specs:
-        is_subject = spec == case.subject
-        dtype = case.dtype if is_subject else (case.anchor_dtype or case.dtype)
-        compiled = case.compile if is_subject else (case.compile if case.anchor_compile is None else case.anchor_compile)
+        dtype, compiled = _settings(case, spec)
         runners[spec] = bench.make_runner(spec, case.shape, case.task, dtype, device, compiled)
+    # the ceiling is re-measured beside every case and the best figure kept (a busy neighbour only lowers it)
+    peaks["fp32"] = max(peaks["fp32"], bench.gemm_peak(device, torch.float32))
     t0 = time.perf_counter()
     timings = bench.time_interleaved({s: r.step for s, r in runners.items()}, case.rounds,
                                      warmup=3 if case.compile else 2, device=device, budget_s=case.budget_s)
@@ -128,8 +128,7 @@ def run_case(case: Case, device: str, peaks: dict[str, float], skip_memory: bool
     for spec, runner in runners.items():
         secs = timings.seconds[spec]
         macs = bench.count_macs(runner)
-        is_subject = spec == case.subject
-        dtype = case.dtype if is_subject else (case.anchor_dtype or case.dtype)
+        dtype = _settings(case, spec)[0]
         peak = peaks.get(dtype) or peaks["fp32"]
         median = timings.median(spec)
         record["models"][spec] = {
@@ -152,10 +151,8 @@ def run_case(case: Case, device: str, peaks: dict[str, float], skip_memory: bool
     if case.task == "train" and not skip_memory:
         del runners
         for spec in specs:
-            is_subject = spec == case.subject
-            dtype = case.dtype if is_subject else (case.anchor_dtype or case.dtype)
-            record["models"][spec]["peak_memory_bytes"] = bench.peak_memory(spec, case.shape, case.task, dtype,
-                                                                             device, threads)
+            record["models"][spec]["peak_memory_bytes"] = bench.peak_memory(
+                spec, case.shape, case.task, _settings(case, spec)[0], device, threads)
         subject_peak = record["models"][case.subject]["peak_memory_bytes"]
         for anchor in case.anchors:
             ratio = subject_peak / record["models"][anchor]["peak_memory_bytes"]
@@ -164,6 +161,13 @@ def run_case(case: Case, device: str, peaks: dict[str, float], skip_memory: bool
                 record["checks"].append(_check(f"{case.name}: peak memory vs {anchor} <= {case.max_memory_ratio}x",
                                                ratio <= case.max_memory_ratio, f"{ratio:.3f}x"))
     return record
+
+
+def _settings(case: Case, spec: str) -> tuple[str, bool]:
+    """(dtype, compiled) of one model of the case: the subject's, or the anchors' where given."""
+    if spec == case.subject:
+        return case.dtype, case.compile
+    return case.anchor_dtype or case.dtype, case.compile if case.anchor_compile is None else case.anchor_compile
 
 
 def _check(name: str, ok: bool, detail: str) -> dict:
@@ -207,8 +211,8 @@ def to_markdown(report: dict) -> str:
             if memory and m.get("memory_ratio"):
                 memory_text += f" (swinkit {m['memory_ratio']:.2f}x)"
             lines.append(f"| {spec} ({m['dtype']}) | {m['median_s']:.4f} | {m['min_s']:.4f}-{m['max_s']:.4f} | "
-                         f"{m['items_per_s']:.2f} | {m['gmacs_per_step']:.2f} | {100 * m['gemm_peak_fraction']:.0f} % | "
-                         f"{speed_text} | {memory_text} |")
+                         f"{m['items_per_s']:.2f} | {m['gmacs_per_step']:.2f} | "
+                         f"{100 * m['gemm_peak_fraction']:.0f} % | {speed_text} | {memory_text} |")
         if rec.get("logit_rel_error") is not None:
             lines.append(f"\nbf16 logits vs fp32: relative L2 error {rec['logit_rel_error']:.4f}")
         lines.append("")
@@ -249,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     if not cases:
         parser.error("no case selected")
 
-    fp32_peak = bench.gemm_peak(device, torch.float32)
+    fp32_peak = bench.gemm_peak(device, torch.float32, repeats=10)
     bf16_ok, bf16_peak = _bf16_usable(device, fp32_peak)
     peaks = {"fp32": fp32_peak, "bf16": bf16_peak, "bf16_usable": bf16_ok}
     report = {"environment": bench.environment(device), "gemm_peak": peaks, "cases": []}

@@ -184,16 +184,28 @@ def _attention_as_matmuls(query: torch.Tensor, key: torch.Tensor, value: torch.T
     return out.transpose(-3, -2).contiguous().transpose(-3, -2)
 
 
+def _needs_matmul_attention(program: ExportedProgram) -> bool:
+    """True if some attention call is not 4-D or has a mask (what the stock ONNX translation handles as is)."""
+    for node in program.graph.nodes:
+        if node.target is torch.ops.aten.scaled_dot_product_attention.default:
+            mask = node.args[3] if len(node.args) > 3 else node.kwargs.get("attn_mask")
+            if node.args[0].meta["val"].ndim != 4 or mask is not None:
+                return True
+    return False
+
+
 def program_to_onnx(program: ExportedProgram, path: str | os.PathLike, opset: int = DEFAULT_OPSET) -> None:
     """Write ``program`` as an ONNX model (one file, weights inside; input ``x``, output ``logits``).
 
-    Attention is first written out as matmuls: the stock ONNX translation takes 4-D inputs only, and
-    replaying the fused kernel while converting can give another memory layout than the one traced.
+    Window attention is first written out as matmuls: the stock ONNX translation takes 4-D inputs only,
+    and with a mask, replaying the fused kernel while converting can give another memory layout than the
+    one traced. Plain 4-D attention (Shunted) keeps the stock translation.
     """
     if opset < MIN_OPSET:
         raise ValueError(f"opset must be >= {MIN_OPSET}, got {opset}")
-    program = program.run_decompositions(
-        {torch.ops.aten.scaled_dot_product_attention.default: _attention_as_matmuls})
+    if _needs_matmul_attention(program):
+        program = program.run_decompositions(
+            {torch.ops.aten.scaled_dot_product_attention.default: _attention_as_matmuls})
     onnx_program = torch.onnx.export(program, (), dynamo=True, opset_version=opset, output_names=["logits"],
                                      verbose=False)
     onnx_program.save(str(path), external_data=False)

@@ -61,7 +61,7 @@ def evaluate(model: nn.Module, loader, num_classes: int, average: str = "prob", 
     model.eval()
     meter = MetricAccumulator(num_classes)
     skipped: list = []
-    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+    for batch in tqdm(loader, desc=desc, disable=None if progress else True, leave=False):
         skipped.extend(batch.get("skipped", []))
         inputs = batch["inputs"]
         if inputs is None or inputs.shape[0] == 0:

@@ -110,12 +110,19 @@ class WindowAttention(nn.Module):
         return self.proj_drop(self.proj(out.reshape(count, tokens, channels)))
 
 
+def use_recompute_functions(x: torch.Tensor) -> bool:
+    """Whether the memory-saving autograd functions apply: eager autograd without autocast (they
+    compute in the input dtype and would mix bf16/fp16 activations with fp32 weights)."""
+    if not torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return False
+    return x.device.type not in ("cpu", "cuda") or not torch.is_autocast_enabled(x.device.type)
+
+
 def _recompute_in_backward(q: torch.Tensor, bias: torch.Tensor) -> bool:
     """Use :class:`BiasedWindowAttention` on CPU in eager autograd: PyTorch's fused CPU kernel
     gives no gradient for the bias (its math fallback keeps every attention matrix). CUDA's
     memory-efficient kernel differentiates the bias itself."""
-    return (torch.is_grad_enabled() and q.device.type == "cpu" and not torch.compiler.is_compiling()
-            and (q.requires_grad or bias.requires_grad))
+    return use_recompute_functions(q) and q.device.type == "cpu" and (q.requires_grad or bias.requires_grad)
 
 
 def window_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float,
@@ -125,6 +132,13 @@ def window_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.T
     ``bias`` is (nH, N, N) for every window, or (nW, nH, N, N) for the windows of each sample.
     """
     count = q.shape[0]
+    if bias.dim() == 4 and torch.compiler.is_compiling():
+        # one 5-D call in traced graphs: no loop over a symbolic batch, no guard on the batch size
+        step = bias.shape[0]
+        out = F.scaled_dot_product_attention(q.unflatten(0, (-1, step)), k.unflatten(0, (-1, step)),
+                                             v.unflatten(0, (-1, step)), attn_mask=bias, dropout_p=dropout,
+                                             scale=scale)
+        return out.transpose(2, 3).flatten(0, 1).contiguous()
     if bias.dim() == 3 or bias.shape[0] == count:
         mask = bias.unsqueeze(0) if bias.dim() == 3 else bias
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
@@ -132,11 +146,6 @@ def window_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.T
     step = bias.shape[0]
     if count % step:
         raise ValueError(f"{count} windows do not split into samples of {step} windows")
-    if torch.compiler.is_compiling():  # one 5-D call in traced graphs (no loop over a symbolic batch)
-        out = F.scaled_dot_product_attention(q.unflatten(0, (-1, step)), k.unflatten(0, (-1, step)),
-                                             v.unflatten(0, (-1, step)), attn_mask=bias, dropout_p=dropout,
-                                             scale=scale)
-        return out.transpose(2, 3).flatten(0, 1).contiguous()
     return torch.cat([
         F.scaled_dot_product_attention(q[i:i + step], k[i:i + step], v[i:i + step], attn_mask=bias,
                                        dropout_p=dropout, scale=scale).transpose(1, 2)
@@ -155,7 +164,8 @@ class BiasedWindowAttention(torch.autograd.Function):
                 scale: float) -> torch.Tensor:
         ctx.save_for_backward(q, k, v, bias)
         ctx.scale = scale
-        return window_sdpa(q, k, v, bias, scale)
+        # detached: PyTorch picks its fused kernel only for inputs that do not require grad
+        return window_sdpa(q.detach(), k.detach(), v.detach(), bias.detach(), scale)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
@@ -183,7 +193,7 @@ class BiasedWindowAttention(torch.autograd.Function):
 
 def layer_norm_linear(x: torch.Tensor, norm: nn.LayerNorm, linear: nn.Linear) -> torch.Tensor:
     """``linear(norm(x))``; with autograd on, the normalised x is recomputed in backward, not kept."""
-    if torch.is_grad_enabled() and not torch.compiler.is_compiling() and norm.elementwise_affine:
+    if use_recompute_functions(x) and norm.elementwise_affine:
         return LayerNormLinear.apply(x, norm.weight, norm.bias, linear.weight, linear.bias, norm.eps)
     return linear(norm(x))
 

@@ -22,7 +22,7 @@ from swinkit.layers.init import init_linear_and_norm
 from swinkit.layers.merging import PatchMerging
 from swinkit.layers.mlp import Mlp
 from swinkit.layers.patch_embed import PatchEmbed
-from swinkit.layers.window_attention import WindowAttention, layer_norm_linear
+from swinkit.layers.window_attention import WindowAttention, layer_norm_linear, use_recompute_functions
 from swinkit.layers.windows import (gather_tokens, layout_change, padded_size, shifted_window_mask,
                                     window_partition, window_reverse)
 from swinkit.models.registry import register_model
@@ -181,8 +181,7 @@ def _norm_mlp(norm: nn.LayerNorm, mlp: Mlp, x: torch.Tensor) -> torch.Tensor:
     """``mlp(norm(x))``; with autograd on, the normalised x and the GELU output are recomputed in
     backward instead of kept (4 + 1 fewer channels-worth of activations per token)."""
     act = mlp.act
-    if (torch.is_grad_enabled() and isinstance(act, nn.GELU) and mlp.drop.p == 0.0
-            and not torch.compiler.is_compiling()):
+    if use_recompute_functions(x) and isinstance(act, nn.GELU) and mlp.drop.p == 0.0:
         return GeluLinear.apply(layer_norm_linear(x, norm, mlp.fc1), mlp.fc2.weight, mlp.fc2.bias, act.approximate)
     return mlp(norm(x))
 
@@ -305,7 +304,7 @@ class SwinStage(nn.Module):
         between blocks (not a roll, partition, reverse and roll per block)."""
         batch, channels = x.shape[0], x.shape[-1]
         tokens = math.prod(window)
-        inplace_ok = not torch.is_grad_enabled()
+        inplace_ok = not torch.is_grad_enabled() and not self.training  # stochastic depth needs whole samples
         bias_dtype = _autocast_dtype(x)
         h = x.reshape(batch, -1, channels)
         layout, owned = None, False  # None: row-major grid order; owned: h is not the caller's tensor
