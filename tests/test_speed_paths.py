@@ -8,8 +8,9 @@ import torch.nn.functional as F
 
 import swinkit
 from swinkit.cli import main as cli_main
-from swinkit.layers import window_attention
-from swinkit.layers.window_attention import BiasedWindowAttention, LayerNormLinear, window_sdpa
+from swinkit.layers import recompute, window_attention
+from swinkit.layers.recompute import GeluLinear, LayerNormLinear
+from swinkit.layers.window_attention import BiasedWindowAttention, window_sdpa
 from swinkit.layers.windows import gather_tokens, layout_change, window_order, window_partition
 from swinkit.models import swin
 from swinkit.tools import bench
@@ -129,8 +130,8 @@ def test_training_gradients_equal_plain_autograd(name, overrides, shape, monkeyp
 
     fast_out, fast = grads()
     monkeypatch.setattr(window_attention, "BiasedWindowAttention", _Plain.Attention)
-    monkeypatch.setattr(window_attention, "LayerNormLinear", _Plain.LayerNormLinear)
-    monkeypatch.setattr(swin, "GeluLinear", _Plain.GeluLinear)
+    monkeypatch.setattr(recompute, "LayerNormLinear", _Plain.LayerNormLinear)
+    monkeypatch.setattr(recompute, "GeluLinear", _Plain.GeluLinear)
     hooks = _block_hooks(model)
     plain_out, plain = grads()
     for h in hooks:
@@ -155,7 +156,7 @@ def test_autograd_functions_gradcheck(bias_shape):
     w, b = torch.randn(3, 4, dtype=torch.float64, requires_grad=True), torch.randn(3, dtype=torch.float64,
                                                                                    requires_grad=True)
     assert torch.autograd.gradcheck(lambda *a: LayerNormLinear.apply(*a, 1e-5), (x, norm_w, norm_b, w, b))
-    assert torch.autograd.gradcheck(lambda *a: swin.GeluLinear.apply(*a, "none"), (x, w, b))
+    assert torch.autograd.gradcheck(lambda *a: GeluLinear.apply(*a, "none"), (x, w, b))
 
 
 def test_window_sdpa_rejects_mismatched_bias():

@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from swinkit.layers.recompute import layer_norm_linear, use_recompute_functions
 from swinkit.layers.windows import relative_position_index
 
 
@@ -110,14 +111,6 @@ class WindowAttention(nn.Module):
         return self.proj_drop(self.proj(out.reshape(count, tokens, channels)))
 
 
-def use_recompute_functions(x: torch.Tensor) -> bool:
-    """Whether the memory-saving autograd functions apply: eager autograd without autocast (they
-    compute in the input dtype and would mix bf16/fp16 activations with fp32 weights)."""
-    if not torch.is_grad_enabled() or torch.compiler.is_compiling():
-        return False
-    return x.device.type not in ("cpu", "cuda") or not torch.is_autocast_enabled(x.device.type)
-
-
 def _recompute_in_backward(q: torch.Tensor, bias: torch.Tensor) -> bool:
     """Use :class:`BiasedWindowAttention` on CPU in eager autograd: PyTorch's fused CPU kernel
     gives no gradient for the bias (its math fallback keeps every attention matrix). CUDA's
@@ -189,45 +182,3 @@ class BiasedWindowAttention(torch.autograd.Function):
         grad_q = torch.matmul(grad_logits, k).mul_(scale)
         grad_k = torch.matmul(grad_logits.transpose(-2, -1), q).mul_(scale)
         return grad_q, grad_k, grad_v, grad_bias, None
-
-
-def layer_norm_linear(x: torch.Tensor, norm: nn.LayerNorm, linear: nn.Linear) -> torch.Tensor:
-    """``linear(norm(x))``; with autograd on, the normalised x is recomputed in backward, not kept."""
-    if use_recompute_functions(x) and norm.elementwise_affine:
-        return LayerNormLinear.apply(x, norm.weight, norm.bias, linear.weight, linear.bias, norm.eps)
-    return linear(norm(x))
-
-
-class LayerNormLinear(torch.autograd.Function):
-    """linear(layer_norm(x)) over the last axis that saves x and the row statistics only."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor | None,
-                weight: torch.Tensor, bias: torch.Tensor | None, eps: float) -> torch.Tensor:
-        shape = (x.shape[-1],)
-        normed, mean, rstd = torch.native_layer_norm(x, shape, norm_weight, norm_bias, eps)
-        ctx.save_for_backward(x, mean, rstd, norm_weight, norm_bias, weight)
-        ctx.has_bias = bias is not None
-        return F.linear(normed, weight, bias)
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
-        x, mean, rstd, norm_weight, norm_bias, weight = ctx.saved_tensors
-        channels = x.shape[-1]
-        grad_rows = grad_out.reshape(-1, grad_out.shape[-1])
-        grad_weight = grad_bias = None
-        if ctx.needs_input_grad[3]:
-            normed = (x - mean).mul_(rstd)
-            if norm_weight is not None:
-                normed.mul_(norm_weight)
-            if norm_bias is not None:
-                normed.add_(norm_bias)
-            grad_weight = grad_rows.t().mm(normed.reshape(-1, channels))
-            del normed
-        if ctx.has_bias and ctx.needs_input_grad[4]:
-            grad_bias = grad_rows.sum(0)
-        grad_normed = grad_out.matmul(weight)
-        grad_x, grad_norm_weight, grad_norm_bias = torch.ops.aten.native_layer_norm_backward(
-            grad_normed, x, (channels,), mean, rstd, norm_weight, norm_bias,
-            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]])
-        return grad_x, grad_norm_weight, grad_norm_bias, grad_weight, grad_bias, None

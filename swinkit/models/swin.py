@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -22,7 +22,8 @@ from swinkit.layers.init import init_linear_and_norm
 from swinkit.layers.merging import PatchMerging
 from swinkit.layers.mlp import Mlp
 from swinkit.layers.patch_embed import PatchEmbed
-from swinkit.layers.window_attention import WindowAttention, layer_norm_linear, use_recompute_functions
+from swinkit.layers.recompute import autocast_dtype, norm_mlp
+from swinkit.layers.window_attention import WindowAttention
 from swinkit.layers.windows import (gather_tokens, layout_change, padded_size, shifted_window_mask,
                                     window_partition, window_reverse)
 from swinkit.models.registry import register_model
@@ -174,52 +175,7 @@ class SwinBlock(nn.Module):
             return x
         h = self.attn.attend(x.view(batch * (length // tokens), tokens, channels), attn_bias, norm=self.norm1)
         x = x + self.drop_path(h.view(batch, length, channels))
-        return x + self.drop_path(_norm_mlp(self.norm2, self.mlp, x))
-
-
-def _norm_mlp(norm: nn.LayerNorm, mlp: Mlp, x: torch.Tensor) -> torch.Tensor:
-    """``mlp(norm(x))``; with autograd on, the normalised x and the GELU output are recomputed in
-    backward instead of kept (4 + 1 fewer channels-worth of activations per token)."""
-    act = mlp.act
-    if use_recompute_functions(x) and isinstance(act, nn.GELU) and mlp.drop.p == 0.0:
-        return GeluLinear.apply(layer_norm_linear(x, norm, mlp.fc1), mlp.fc2.weight, mlp.fc2.bias, act.approximate)
-    return mlp(norm(x))
-
-
-class GeluLinear(torch.autograd.Function):
-    """linear(gelu(x), weight, bias) that saves only x: (..., C_in) -> (..., C_out)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                approximate: str = "none") -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.approximate = approximate
-        ctx.has_bias = bias is not None
-        return F.linear(F.gelu(x, approximate=approximate), weight, bias)
-
-    @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        grad_rows = grad_out.reshape(-1, grad_out.shape[-1])
-        grad_weight = grad_bias = None
-        if ctx.needs_input_grad[1]:
-            hidden = F.gelu(x, approximate=ctx.approximate)
-            grad_weight = grad_rows.t().mm(hidden.reshape(-1, hidden.shape[-1]))
-            del hidden
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad_rows.sum(0)
-        grad_x = torch.ops.aten.gelu_backward(grad_out.matmul(weight), x, approximate=ctx.approximate)
-        return grad_x, grad_weight, grad_bias, None
-
-
-def _autocast_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype autocast gives matrix products on x's device, or x's own dtype without autocast."""
-    try:
-        if torch.is_autocast_enabled(x.device.type):
-            return torch.get_autocast_dtype(x.device.type)
-    except RuntimeError:  # a device type autocast does not know (e.g. meta)
-        pass
-    return x.dtype
+        return x + self.drop_path(norm_mlp(self.norm2, self.mlp, x))
 
 
 CHUNK_TOKENS = 4096  # tokens per group in the in-place (inference) block path
@@ -305,7 +261,7 @@ class SwinStage(nn.Module):
         batch, channels = x.shape[0], x.shape[-1]
         tokens = math.prod(window)
         inplace_ok = not torch.is_grad_enabled() and not self.training  # stochastic depth needs whole samples
-        bias_dtype = _autocast_dtype(x)
+        bias_dtype = autocast_dtype(x)
         h = x.reshape(batch, -1, channels)
         layout, owned = None, False  # None: row-major grid order; owned: h is not the caller's tensor
         for j, block in enumerate(self.blocks):
