@@ -23,6 +23,30 @@ class _Parser(argparse.ArgumentParser):
         raise CLIError(message)
 
 
+def int_list(text: str, length: int | None = None, minimum: int | None = None) -> tuple[int, ...]:
+    """argparse type: comma-separated integers such as ``8,7,7`` (optionally exactly ``length`` of them,
+    each >= ``minimum``)."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 8,7,7, got {text!r}") from None
+    if (length is not None and len(values) != length) or (minimum is not None and min(values) < minimum):
+        count = f"{length} " if length is not None else ""
+        bound = f" >= {minimum}" if minimum is not None else ""
+        raise argparse.ArgumentTypeError(f"expected {count}comma-separated integers{bound}, got {text!r}")
+    return values
+
+
+def yaml_option(name: str, text: str | None) -> dict:
+    """The YAML mapping given for the option / TrainConfig field ``name`` (e.g. --model-kwargs); {} if absent."""
+    from swinkit.engine.config import coerce
+
+    try:
+        return coerce(name, text) if text else {}
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="swinkit", description="Swin, Video Swin and Shunted Transformers.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

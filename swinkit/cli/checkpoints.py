@@ -5,7 +5,7 @@ import argparse
 import json
 from pathlib import Path
 
-from swinkit.cli import CLIError
+from swinkit.cli import CLIError, int_list
 
 CONVERT_FORMATS = ("swinkit", "microsoft", "timm", "torchvision", "mmaction2", "video_swin", "shunted")
 VIDEO_FORMATS = ("swinkit", "torchvision", "mmaction2", "video_swin")
@@ -24,14 +24,8 @@ def _override(text: str) -> tuple[str, object]:
         return key.strip(), value
 
 
-def _int_tuple(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if len(values) != 3 or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected three positive integers T,H,W, got {text!r}")
-    return values
+def _window(text: str) -> tuple[int, ...]:
+    return int_list(text, length=3, minimum=1)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -71,7 +65,7 @@ def register(subparsers) -> None:
                          help="video model to build (video_swin_t/s/b/l, ...); must match the 2D backbone")
     inflate.add_argument("--mode", choices=("inflate", "center"), default="inflate",
                          help="temporal patch-kernel rule (default: inflate, the official one)")
-    inflate.add_argument("--window", type=_int_tuple, default=None, metavar="T,H,W",
+    inflate.add_argument("--window", type=_window, default=None, metavar="T,H,W",
                          help="window of the video model (default: the model's, 8,7,7)")
     inflate.add_argument("--num-classes", type=int, default=0,
                          help="classes of a fresh classifier to include (default: 0, backbone only)")

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from swinkit.cli import CLIError
+from swinkit.cli import CLIError, int_list, yaml_option
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -19,13 +19,6 @@ def _shape(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 112,112, got {text!r}") from None
-
-
 def _kinds(text: str) -> tuple[str, ...]:
     from swinkit.deploy.visualize import KINDS
 
@@ -33,20 +26,6 @@ def _kinds(text: str) -> tuple[str, ...]:
     if not kinds or any(k not in KINDS for k in kinds):
         raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(KINDS)}, got {text!r}")
     return kinds
-
-
-def _model_kwargs(text: str | None) -> dict:
-    import yaml
-
-    if text is None:
-        return {}
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        value = None
-    if not isinstance(value, dict):
-        raise CLIError(f"--model-kwargs expects a YAML mapping such as '{{num_classes: 10}}', got {text!r}")
-    return value
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,7 +53,7 @@ def resolve_model(spec: str, weights: str | None = None, model_kwargs: str | Non
             raise CLIError("--weights and --model-kwargs go with a model name; a checkpoint file builds its own model")
         return swinkit.load_model(spec)
     _check_model_name(spec)
-    model = swinkit.create_model(spec, **_model_kwargs(model_kwargs))
+    model = swinkit.create_model(spec, **yaml_option("model_kwargs", model_kwargs))
     if weights:
         swinkit.load_checkpoint(model, weights)
     return model
@@ -123,7 +102,7 @@ def register(subparsers) -> None:
                            help="stage, 1-based as in swinkit info (default: the second-to-last)")
     visualize.add_argument("--block", type=int, default=-1, help="block of the stage, 0-based (default: the last)")
     visualize.add_argument("--head", type=int, default=None, help="attention head (default: mean over heads)")
-    visualize.add_argument("--query", type=_ints, default=None, metavar="Y,X|T,Y,X",
+    visualize.add_argument("--query", type=int_list, default=None, metavar="Y,X|T,Y,X",
                            help="query pixel of the attention map (video: frame,y,x); default: the centre")
     visualize.add_argument("--class", dest="target_class", type=int, default=None,
                            help="class index for Grad-CAM (default: the predicted class)")
@@ -159,7 +138,7 @@ def run_info(args: argparse.Namespace) -> int:
         _check_model_name(args.model)
         if args.weights:
             raise CLIError("info needs no --weights: its figures do not depend on them")
-        info = model_info(args.model, args.input, **_model_kwargs(args.model_kwargs))
+        info = model_info(args.model, args.input, **yaml_option("model_kwargs", args.model_kwargs))
     print(json.dumps(info.to_dict(), indent=2) if args.json else info.format())
     return 0
 

@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from swinkit.cli import CLIError
+from swinkit.cli import CLIError, yaml_option
 
 
 def register(subparsers) -> None:
@@ -152,16 +152,6 @@ def _int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
-def _mapping(name: str, text: str | None) -> dict:
-    """The YAML mapping given for the TrainConfig field ``name`` (e.g. --data-options)."""
-    from swinkit.engine.config import coerce
-
-    try:
-        return coerce(name, text) if text else {}
-    except ValueError as err:
-        raise CLIError(str(err)) from None
-
-
 def load_model(args: argparse.Namespace):
     """(model on its device in eval mode, class names, kind, data options, precision) from the arguments."""
     from swinkit import create_model, load_checkpoint
@@ -173,7 +163,7 @@ def load_model(args: argparse.Namespace):
 
     if args.checkpoint and (args.model or args.weights):
         raise CLIError("pass either --checkpoint or --model/--weights, not both")
-    options = _mapping("data_options", args.data_options)
+    options = yaml_option("data_options", args.data_options)
     if args.checkpoint:
         if args.classes or args.model_kwargs:
             raise CLIError("--classes and --model-kwargs go with --model; a checkpoint carries its own")
@@ -185,7 +175,7 @@ def load_model(args: argparse.Namespace):
             raise CLIError("--model needs --weights (a model with random weights predicts nothing useful)")
         if args.ema:
             raise CLIError("--ema needs --checkpoint")
-        model = create_model(args.model, **_mapping("model_kwargs", args.model_kwargs))
+        model = create_model(args.model, **yaml_option("model_kwargs", args.model_kwargs))
         load_checkpoint(model, args.weights)
         model.eval()
         classes = read_classes_file(args.classes) if args.classes else [str(i) for i in range(model.num_classes)]
