@@ -61,15 +61,20 @@ def build_from_meta(meta: dict, checkpoint: dict) -> torch.nn.Module:
 
 
 def run_with_taps(model: torch.nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The refvector outputs: stage{i}.patch_embed / stage{i}.norm tokens (B, N, C), pooled, logits."""
+    """The refvector outputs: stage{i}.patch_embed / stage{i}.norm tokens (B, N, C), pooled, logits.
+
+    Stage maps and logits come from a hook-free run (the in-place inference path); the patch
+    embeddings from a second run with hooks (which takes the plain path)."""
     taps: dict[str, torch.Tensor] = {}
+    with torch.inference_mode():
+        maps = model.forward_features(x, out_indices=range(model.num_stages))
+        taps["pooled"] = model.forward_head(maps, pre_logits=True)
+        taps["logits"] = model.forward_head(maps)
     hooks = [getattr(model, f"patch_embed{i + 1}").register_forward_hook(
         lambda module, args, output, i=i: taps.__setitem__(f"stage{i}.patch_embed", output[0]))
         for i in range(model.num_stages)]
     with torch.no_grad():
-        maps = model.forward_features(x, out_indices=range(model.num_stages))
-        taps["pooled"] = model.forward_head(maps, pre_logits=True)
-        taps["logits"] = model.forward_head(maps)
+        model.forward_features(x, out_indices=range(model.num_stages))
     for hook in hooks:
         hook.remove()
     for i, stage_map in enumerate(maps):

@@ -82,17 +82,41 @@ CASES = [("swin_t", SMALL_2D, (2, 3, 64, 64)), ("swin_t", {**SMALL_2D, "compat":
 @pytest.mark.parametrize("name,overrides,shape", CASES)
 @pytest.mark.parametrize("chunk_tokens", [48, 4096])
 def test_inference_fast_path_equals_grid_path(name, overrides, shape, chunk_tokens, monkeypatch):
-    monkeypatch.setattr(swin, "CHUNK_TOKENS", chunk_tokens)
+    monkeypatch.setattr(swin, "CHUNK_ELEMENTS", chunk_tokens * 4 * overrides["embed_dim"])  # stage-1 tokens
     model, x = _pair(name, overrides, shape)
     model.eval()
+    before = x.clone()
     with torch.inference_mode():
         fast = model.forward_features(x, out_indices=range(2))
+        again = model.forward_features(x[:1], out_indices=range(2))  # the workspace is reused, then grown
+        bigger = model.forward_features(torch.cat([x, x]), out_indices=range(2))
         hooks = _block_hooks(model)
         slow = model.forward_features(x, out_indices=range(2))
     for h in hooks:
         h.remove()
-    for f, s in zip(fast, slow):
+    assert torch.equal(x, before)
+    for f, a, b, s in zip(fast, again, bigger, slow):
         torch.testing.assert_close(f, s, atol=1e-12, rtol=0)
+        torch.testing.assert_close(a, s[:1], atol=1e-12, rtol=0)
+        torch.testing.assert_close(b, torch.cat([s, s]), atol=1e-12, rtol=0)
+    assert all(f.data_ptr() != a.data_ptr() for f, a in zip(fast, again))  # outputs never alias the workspace
+
+
+@pytest.mark.parametrize("samples_per_group", [1, 64])
+def test_shunted_inplace_inference_equals_the_autograd_path(samples_per_group, monkeypatch):
+    from swinkit.models import shunted
+    model, x = _pair("shunted_t", dict(embed_dims=(16, 32, 64, 128), num_heads=(2, 2, 4, 8), num_classes=5),
+                     (3, 3, 64, 48))
+    monkeypatch.setattr(shunted, "INPLACE_CHUNK_ELEMENTS", samples_per_group * 16 * 8 * 16 * 12)
+    model.eval()
+    before = x.clone()
+    with torch.no_grad():
+        fast = model.forward_features(x, out_indices=range(4))
+    with torch.enable_grad():
+        slow = model.forward_features(x, out_indices=range(4))
+    assert torch.equal(x, before)
+    for f, s in zip(fast, slow):
+        torch.testing.assert_close(f, s.detach(), atol=1e-12, rtol=0)
 
 
 def _plain_attention(q, k, v, bias, scale):
@@ -267,3 +291,48 @@ def test_cli_bench_writes_json(tmp_path, capsys):
     assert "images/s" in capsys.readouterr().out
     assert cli_main(["bench", "swin_xx"]) == 2
     assert cli_main(["bench", "swin_t", "--rounds", "0"]) == 2
+
+
+@pytest.mark.parametrize("grid,kernel", [((8, 8), 4), ((9, 7), 2), ((3, 5), 4), ((6, 6), 1)])
+def test_patch_linear_is_the_strided_conv(grid, kernel):
+    from swinkit.models.shunted import map_to_tokens, patch_linear, tokens_to_map
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(6, 5, kernel, stride=kernel).double()
+    tokens = torch.randn(2, grid[0] * grid[1], 6, dtype=torch.float64, requires_grad=True)
+    feature_map = tokens_to_map(tokens, grid)
+    pad = (0, max(kernel - grid[1], 0), 0, max(kernel - grid[0], 0))
+    expected_map = conv(F.pad(feature_map, pad))
+    out, out_grid = patch_linear(tokens, grid, conv)
+    assert out_grid == tuple(expected_map.shape[2:])
+    torch.testing.assert_close(out, map_to_tokens(expected_map), atol=1e-12, rtol=0)
+    (grad,) = torch.autograd.grad(out.sum(), tokens)
+    (expected_grad,) = torch.autograd.grad(map_to_tokens(expected_map).sum(), tokens)
+    torch.testing.assert_close(grad, expected_grad, atol=1e-12, rtol=0)
+
+
+def test_workspace_reuses_per_thread_and_never_pickles_buffers():
+    import copy
+    import threading
+
+    from swinkit.layers.workspace import Workspace, linear_add_, linear_into
+    workspace = Workspace()
+    like = torch.zeros(1)
+    a = workspace.take("slot", (4, 3), like)
+    b = workspace.take("slot", (2, 5), like)  # fits in the first buffer: same memory
+    assert a.data_ptr() == b.data_ptr() and b.shape == (2, 5)
+    c = workspace.take("slot", (10, 10), like)  # grows
+    assert c.shape == (10, 10) and workspace.take("other", (1,), like).data_ptr() != c.data_ptr()
+    seen = {}
+    thread = threading.Thread(target=lambda: seen.setdefault("ptr", workspace.take("slot", (10, 10), like).data_ptr()))
+    thread.start()
+    thread.join()
+    assert seen["ptr"] != c.data_ptr()  # another thread gets its own buffers
+    assert copy.deepcopy(workspace)._buffers() == {}
+    with torch.inference_mode():
+        buffer = workspace.take("inference", (3, 4), like)
+    buffer.zero_()  # created as a normal tensor: writable outside inference mode too
+    linear = torch.nn.Linear(4, 2)
+    x, acc = torch.randn(3, 4), torch.randn(3, 2)
+    with torch.no_grad():
+        torch.testing.assert_close(linear_into(workspace.take("out", (3, 2), like), x, linear), linear(x))
+        torch.testing.assert_close(linear_add_(acc.clone(), x, linear), acc + linear(x))

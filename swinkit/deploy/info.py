@@ -72,6 +72,29 @@ class ModelInfo:
         return "\n".join(lines)
 
 
+def flop_formulas() -> dict:
+    """Formulas ``FlopCounterMode`` lacks: the in-place matrix product the inference paths accumulate
+    residuals with, and the CPU flash-attention kernels (counted as the math path counts them)."""
+    from torch.utils import flop_counter
+    aten = torch.ops.aten
+
+    def addmm_inplace(acc_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+        return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+
+    mapping = {aten.addmm_: addmm_inplace}
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        def forward(query, key, value, *args, out_shape=None, **kwargs) -> int:
+            return flop_counter.sdpa_flop_count(query, key, value)
+
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu] = forward
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
+        def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+            return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
+
+        mapping[aten._scaled_dot_product_flash_attention_for_cpu_backward] = backward
+    return mapping
+
+
 def _count(n: int) -> str:
     for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if n >= size:
@@ -183,7 +206,7 @@ def model_info(model_or_name: nn.Module | str, input_shape: tuple[int, ...] | No
                          f"({'BxCxTxHxW' if num_input_axes(model) == 3 else 'BxCxHxW'}), got shape {shape}")
     x = torch.empty(shape, device="meta")
 
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=flop_formulas())
     with counter, torch.no_grad():
         logits = model(x)
     part_macs = _module_macs(counter.get_flop_counts(), family)

@@ -122,7 +122,7 @@ def _shunted_attention(model: nn.Module, x: torch.Tensor, stage: int, block: int
                        query: tuple[int, ...]) -> AttentionMap:
     """Shunted: heads [0, nH/2) attend to keys aggregated by the sr x sr convolution, the rest to the
     (sr/2) x (sr/2) one; each key covers that many stage tokens."""
-    from swinkit.models.shunted import map_to_tokens, pad_to_kernel, tokens_to_map
+    from swinkit.models.shunted import patch_linear
 
     _, attn, block = _attention_module(model, stage, block)
     _check_head(head, attn.num_heads)
@@ -155,9 +155,8 @@ def _shunted_attention(model: nn.Module, x: torch.Tensor, stage: int, block: int
                 keys, key_grid, kernel = tokens, grid, 1
             else:
                 kernel = reduce.kernel_size[0]
-                reduced = reduce(pad_to_kernel(tokens_to_map(tokens, grid), kernel))
-                key_grid = (reduced.shape[2], reduced.shape[3])
-                keys = F.gelu(norm(map_to_tokens(reduced)))
+                reduced, key_grid = patch_linear(tokens, grid, reduce)
+                keys = F.gelu(norm(reduced))
             k = kv(keys).chunk(2, dim=-1)[0].view(-1, heads_per_branch, head_dim).transpose(0, 1)  # (h, M, hd)
             q_branch = q[index * heads_per_branch:(index + 1) * heads_per_branch]
             probs = ((q_branch[:, None, :] @ k.transpose(1, 2))[:, 0] * attn.scale).softmax(-1)  # (h, M)

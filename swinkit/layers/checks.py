@@ -32,3 +32,9 @@ def check_input(x: torch.Tensor, *, num_spatial_dims: int, in_chans: int, min_si
         if any(s < m for s, m in zip(sizes, min_size)):
             need = ", ".join(f"{n}>={m}" for n, m in zip(names, min_size))
             raise ValueError(f"{model_name} input {tuple(x.shape)} is too small: expected {expected} with {need}")
+
+
+def has_forward_hooks(module: torch.nn.Module) -> bool:
+    """Whether a forward (pre-)hook watches ``module`` or any module inside it. Inference paths that
+    reorder tokens or overwrite activations in place run only when none does."""
+    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())

@@ -16,4 +16,10 @@ class Mlp(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+        return self.drop(self.fc2(self.drop(self.activate(self.fc1(x)))))
+
+    def activate(self, hidden: torch.Tensor) -> torch.Tensor:
+        """GELU; without autograd it overwrites ``hidden`` (one large temporary fewer)."""
+        if torch.is_grad_enabled() or not isinstance(self.act, nn.GELU):
+            return self.act(hidden)
+        return torch.ops.aten.gelu_(hidden, approximate=self.act.approximate)

@@ -96,8 +96,12 @@ class WindowAttention(nn.Module):
         applied one sample at a time, so it is never expanded over the batch. With autograd on,
         :class:`BiasedWindowAttention` keeps only q, k, v for the backward pass.
         """
-        count, tokens, channels = windows.shape
         qkv = self.qkv(windows) if norm is None else layer_norm_linear(windows, norm, self.qkv)
+        return self.proj_drop(self.proj(self.attend_qkv(qkv, attn_bias)))
+
+    def attend_qkv(self, qkv: torch.Tensor, attn_bias: torch.Tensor) -> torch.Tensor:
+        """The attention itself, before the output projection: qkv (B * nW, N, 3C) -> (B * nW, N, C)."""
+        count, tokens, _ = qkv.shape
         qkv = qkv.view(count, tokens, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B * nW, nH, N, hd)
         bias = attn_bias if attn_bias.dtype == q.dtype else attn_bias.to(q.dtype)
@@ -108,7 +112,7 @@ class WindowAttention(nn.Module):
             out = BiasedWindowAttention.apply(q, k, v, bias, self.scale)
         else:
             out = window_sdpa(q, k, v, bias, self.scale)
-        return self.proj_drop(self.proj(out.reshape(count, tokens, channels)))
+        return out.reshape(count, tokens, self.num_heads * self.head_dim)
 
 
 def _recompute_in_backward(q: torch.Tensor, bias: torch.Tensor) -> bool:

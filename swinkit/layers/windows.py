@@ -179,14 +179,23 @@ def layout_change(grid: tuple[int, ...], source: tuple | None, target: tuple | N
     return None if torch.equal(index, identity) else index.to(device)
 
 
-def gather_tokens(x: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-    """Reorder the tokens of x (B, L, C) by ``index`` (L,): out[:, i] = x[:, index[i]] (one copy)."""
+def gather_tokens(x: torch.Tensor, index: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Reorder the tokens of x (B, L, C) by ``index`` (L,): out[:, i] = x[:, index[i]] (one copy).
+
+    ``out`` (B, L, C), contiguous and not overlapping x, receives the result if given.
+    """
     if index is None:
         return x
     batch, tokens, channels = x.shape
     if index.device != x.device:
         index = index.to(x.device)
     if batch == 1:
-        return x[0].index_select(0, index).unsqueeze(0)
-    rows = (torch.arange(batch, device=x.device) * tokens)[:, None] + index
-    return x.reshape(batch * tokens, channels).index_select(0, rows.reshape(-1)).view(batch, tokens, channels)
+        if out is None:
+            return x[0].index_select(0, index).unsqueeze(0)
+        return torch.index_select(x[0], 0, index, out=out[0]).unsqueeze(0)
+    rows = ((torch.arange(batch, device=x.device) * tokens)[:, None] + index).reshape(-1)
+    flat = x.reshape(batch * tokens, channels)
+    if out is None:
+        return flat.index_select(0, rows).view(batch, tokens, channels)
+    torch.index_select(flat, 0, rows, out=out.view(batch * tokens, channels))
+    return out

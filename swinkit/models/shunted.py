@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from swinkit.layers.checks import check_input
+from swinkit.layers.checks import check_input, has_forward_hooks
 from swinkit.layers.drop import DropPath, drop_path_rates
 from swinkit.layers.init import init_linear_and_norm
 from swinkit.layers.mlp import Mlp
@@ -98,13 +98,28 @@ def conv_on_tokens(conv: nn.Conv2d, tokens: torch.Tensor, grid: Grid) -> torch.T
     return map_to_tokens(conv(tokens_to_map(tokens, grid)))
 
 
-def pad_to_kernel(feature_map: torch.Tensor, kernel: int) -> torch.Tensor:
-    """Zero-pad (B, C, H, W) bottom/right so that H, W >= ``kernel``; unchanged when they already are."""
-    pad_h = max(kernel - feature_map.shape[2], 0)
-    pad_w = max(kernel - feature_map.shape[3], 0)
-    if pad_h == 0 and pad_w == 0:
-        return feature_map
-    return F.pad(feature_map, (0, pad_w, 0, pad_h))
+def patch_linear(tokens: torch.Tensor, grid: Grid, conv: nn.Conv2d) -> tuple[torch.Tensor, Grid]:
+    """A stride == kernel convolution (no padding) on (B, H*W, C) tokens, run as one matrix product over
+    non-overlapping k x k patches: ((B, H'*W', C'), (H', W')), H' = H // k. Grids smaller than the
+    kernel are zero-padded bottom/right first. Same sums as the conv (faster in eager mode: no conv kernel
+    on tiny maps); traced graphs (compile, export) keep the conv, whose output sizes stay symbolic."""
+    kernel = conv.kernel_size[0]
+    if kernel == 1:
+        return F.linear(tokens, conv.weight.flatten(1), conv.bias), grid
+    pad = (0, max(kernel - grid[1], 0), 0, max(kernel - grid[0], 0))  # on (W, H)
+    if torch.compiler.is_compiling():
+        feature_map = tokens_to_map(tokens, grid)
+        reduced = conv(F.pad(feature_map, pad) if any(pad) else feature_map)
+        return map_to_tokens(reduced), (reduced.shape[2], reduced.shape[3])
+    batch, _, channels = tokens.shape
+    feature_map = tokens.view(batch, grid[0], grid[1], channels)
+    if any(pad):
+        feature_map = F.pad(feature_map, (0, 0, *pad))
+    rows, cols = feature_map.shape[1] // kernel, feature_map.shape[2] // kernel
+    patches = feature_map[:, :rows * kernel, :cols * kernel].reshape(batch, rows, kernel, cols, kernel, channels)
+    patches = patches.transpose(2, 3).reshape(batch, rows * cols, kernel * kernel * channels)
+    weight = conv.weight.permute(0, 2, 3, 1).reshape(conv.out_channels, -1)  # (C', k, k, C) like the patches
+    return F.linear(patches, weight, conv.bias), (rows, cols)
 
 
 def embed_tokens(conv: nn.Module, norm: nn.LayerNorm, x: torch.Tensor) -> tuple[torch.Tensor, Grid]:
@@ -173,8 +188,9 @@ class ShuntedMlp(Mlp):
 
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
         hidden = self.fc1(x)
-        hidden = self.act(self.dwconv(hidden, grid).add_(hidden))
-        return self.drop(self.fc2(self.drop(hidden)))
+        mixed = self.dwconv(hidden, grid).add_(hidden)
+        del hidden
+        return self.drop(self.fc2(self.drop(self.activate(mixed))))
 
 
 class ShuntedAttention(nn.Module):
@@ -222,13 +238,7 @@ class ShuntedAttention(nn.Module):
                            norm: nn.LayerNorm, kv: nn.Linear, local_conv: nn.Conv2d) -> torch.Tensor:
         """One half of the heads, q (B, nH/2, N, hd), attending to the tokens x (B, N, C) on ``grid``
         aggregated by the strided conv ``reduce``."""
-        kernel = reduce.kernel_size[0]
-        if kernel == 1:  # a 1x1 conv is a Linear on the tokens (torch sends it to a slow conv kernel)
-            reduced = F.linear(x, reduce.weight.flatten(1), reduce.bias)
-        else:
-            reduced_map = reduce(pad_to_kernel(tokens_to_map(x, grid), kernel))
-            grid = (reduced_map.shape[2], reduced_map.shape[3])
-            reduced = map_to_tokens(reduced_map)
+        reduced, grid = patch_linear(x, grid, reduce)
         k_tokens, v_tokens = kv(F.gelu(norm(reduced))).chunk(2, dim=-1)
         v_tokens = v_tokens + conv_on_tokens(local_conv, v_tokens, grid)
         return self._attend(q, k_tokens, v_tokens)
@@ -265,6 +275,19 @@ class ShuntedBlock(nn.Module):
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), grid))
         return x + self.drop_path(self.mlp(self.norm2(x), grid))
+
+    def forward_inplace(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
+        """Inference only (eval, autograd off): the same block adding both residuals into ``x`` (B, N, C),
+        a few samples at a time so that every temporary stays small and is reused."""
+        samples = max(1, INPLACE_CHUNK_ELEMENTS // (x.shape[1] * self.mlp.fc1.out_features))
+        for start in range(0, x.shape[0], samples):
+            part = x[start:start + samples]
+            part += self.attn(self.norm1(part), grid)
+            part += self.mlp(self.norm2(part), grid)
+        return x
+
+
+INPLACE_CHUNK_ELEMENTS = 3136 * 512  # MLP hidden elements per group in ShuntedBlock.forward_inplace
 
 
 @torch.no_grad()
@@ -332,10 +355,16 @@ class ShuntedTransformer(nn.Module):
                              f"got {out_indices!r}")
         return [i % self.num_stages for i in indices]
 
-    def _run_block(self, block: ShuntedBlock, tokens: torch.Tensor, grid: Grid) -> torch.Tensor:
+    def _run_block(self, block: ShuntedBlock, tokens: torch.Tensor, grid: Grid, inplace: bool) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
             return checkpoint(block, tokens, grid, use_reentrant=False)
-        return block(tokens, grid)
+        return block.forward_inplace(tokens, grid) if inplace else block(tokens, grid)
+
+    def _inplace_allowed(self) -> bool:
+        """Blocks may overwrite the tokens of forward_features (made there by a patch embedding) in eager
+        inference when no hook could be holding or expecting a whole-batch tensor."""
+        return not (self.training or torch.is_grad_enabled() or torch.compiler.is_compiling()
+                    or has_forward_hooks(self))
 
     def forward_features(self, x: torch.Tensor,
                          out_indices: int | list[int] | tuple[int, ...] | None = None) -> list[torch.Tensor]:
@@ -345,10 +374,11 @@ class ShuntedTransformer(nn.Module):
                     min_size=(MIN_INPUT_SIZE, MIN_INPUT_SIZE), model_name="Shunted Transformer")
         indices = self._stage_indices(out_indices)
         stage_maps = {}
+        inplace = self._inplace_allowed()
         for stage in range(max(indices) + 1):
             tokens, grid = getattr(self, f"patch_embed{stage + 1}")(x)
             for block in getattr(self, f"block{stage + 1}"):
-                tokens = self._run_block(block, tokens, grid)
+                tokens = self._run_block(block, tokens, grid, inplace)
             x = tokens_to_map(getattr(self, f"norm{stage + 1}")(tokens), grid)
             if stage in indices:
                 stage_maps[stage] = x

@@ -22,8 +22,9 @@ from swinkit.layers.init import init_linear_and_norm
 from swinkit.layers.merging import PatchMerging
 from swinkit.layers.mlp import Mlp
 from swinkit.layers.patch_embed import PatchEmbed
-from swinkit.layers.recompute import autocast_dtype, norm_mlp
+from swinkit.layers.recompute import autocast_dtype, autocast_enabled, norm_mlp
 from swinkit.layers.window_attention import WindowAttention
+from swinkit.layers.workspace import Workspace, linear_add_, linear_into
 from swinkit.layers.windows import (gather_tokens, layout_change, padded_size, shifted_window_mask,
                                     window_partition, window_reverse)
 from swinkit.models.registry import register_model
@@ -156,29 +157,38 @@ class SwinBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
     def forward_windows(self, x: torch.Tensor, attn_bias: torch.Tensor, tokens: int,
-                        inplace: bool = False) -> torch.Tensor:
+                        workspace: Workspace | None = None) -> torch.Tensor:
         """The same block on tokens already in its window order: x (B, L, C) -> (B, L, C).
 
         ``x`` holds whole windows of ``tokens`` tokens each (no padding), in the order that
         partitioning the rolled grid gives; LayerNorm, MLP and residuals are per token, so only
-        attention sees the windows. ``inplace`` (autograd off only) adds the residuals into ``x``
-        a group of windows at a time, so every temporary is small, reused and cache-resident.
+        attention sees the windows. With a ``workspace`` (eval, autograd off) the residuals are
+        added into ``x`` a group of windows at a time, every temporary living in the workspace.
         """
         batch, length, channels = x.shape
-        if inplace:
+        if workspace is not None:
             rows = x.view(batch * length, channels)
-            limit = CHUNK_TOKENS if x.device.type == "cpu" else length * batch  # GPUs want big kernels
+            limit = max(tokens, CHUNK_ELEMENTS // self.mlp.fc1.out_features) if x.device.type == "cpu" else rows.shape[0]
             for start, stop, bias in _window_chunks(batch * (length // tokens), tokens, attn_bias, limit):
-                part = rows[start:stop]
-                part += self.attn.attend(self.norm1(part).view(-1, tokens, channels), bias).view(-1, channels)
-                part += self.mlp(self.norm2(part))
+                self._infer_rows(rows[start:stop], bias, tokens, workspace)
             return x
         h = self.attn.attend(x.view(batch * (length // tokens), tokens, channels), attn_bias, norm=self.norm1)
         x = x + self.drop_path(h.view(batch, length, channels))
         return x + self.drop_path(norm_mlp(self.norm2, self.mlp, x))
 
+    def _infer_rows(self, rows: torch.Tensor, attn_bias: torch.Tensor, tokens: int, workspace: Workspace) -> None:
+        """Inference on rows (n, C) holding whole windows: both residuals are added into ``rows``."""
+        count, channels = rows.shape
+        # chunk-sized LayerNorm outputs are reused by the allocator itself (PyTorch has no real out= LayerNorm)
+        qkv = linear_into(workspace.take("qkv", (count, 3 * channels), rows), self.norm1(rows), self.attn.qkv)
+        attended = self.attn.attend_qkv(qkv.view(-1, tokens, 3 * channels), attn_bias)
+        linear_add_(rows, attended.view(count, channels), self.attn.proj)
+        del attended
+        hidden = workspace.take("hidden", (count, self.mlp.fc1.out_features), rows)
+        linear_add_(rows, self.mlp.activate(linear_into(hidden, self.norm2(rows), self.mlp.fc1)), self.mlp.fc2)
 
-CHUNK_TOKENS = 4096  # tokens per group in the in-place (inference) block path
+
+CHUNK_ELEMENTS = 4096 * 384  # MLP hidden elements per group of windows in inference (Swin-T stage 1: 4096 tokens)
 
 
 def _window_chunks(count: int, tokens: int, attn_bias: torch.Tensor, limit: int):
@@ -213,9 +223,15 @@ class SwinStage(nn.Module):
         self.window = tuple(window)  # window this stage is configured with (before clamping to a grid)
         self.rules = rules
         self.grad_checkpointing = False
+        self.workspace = Workspace()  # scratch buffers of the inference path
         self.blocks = nn.ModuleList(
             SwinBlock(dim, num_heads, table_window, rules, mlp_ratio, qkv_bias, drop, attn_drop, drop_paths[j])
             for j in range(depth))
+
+    def train(self, mode: bool = True) -> "SwinStage":
+        if mode:
+            self.workspace.clear()  # scratch buffers are for inference only
+        return super().train(mode)
 
     def window_plan(self, grid: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """(window, shift) of the shifted blocks on this grid; unshifted blocks use shift 0."""
@@ -260,26 +276,34 @@ class SwinStage(nn.Module):
         between blocks (not a roll, partition, reverse and roll per block)."""
         batch, channels = x.shape[0], x.shape[-1]
         tokens = math.prod(window)
-        inplace_ok = not torch.is_grad_enabled() and not self.training  # stochastic depth needs whole samples
+        # the workspace path: eval (stochastic depth needs whole samples), autograd off, no autocast
+        inference = not (torch.is_grad_enabled() or self.training or autocast_enabled(x))
         bias_dtype = autocast_dtype(x)
         h = x.reshape(batch, -1, channels)
         layout, owned = None, False  # None: row-major grid order; owned: h is not the caller's tensor
+        scratch = 0  # inference: tokens are reordered into two workspace buffers in turn; 0 = h is in neither
         for j, block in enumerate(self.blocks):
             shifted = bool(j % 2) and mask is not None
             block_layout = (window, shift if shifted else (0,) * len(grid), self.rules.roll_before_pad)
             index = layout_change(grid, layout, block_layout, x.device)
             if index is not None:
-                h, owned = gather_tokens(h, index), True
+                out = None
+                if inference:
+                    scratch = scratch % 2 + 1
+                    out = self.workspace.take(f"tokens{scratch}", tuple(h.shape), h)
+                h, owned = gather_tokens(h, index, out), True
             layout = block_layout
             attn_bias = block.attn.attention_bias(window, mask if shifted else None, bias_dtype)
             if self._checkpointing():
                 h = torch.utils.checkpoint.checkpoint(block.forward_windows, h, attn_bias, tokens,
                                                       use_reentrant=False)
             else:
-                h = block.forward_windows(h, attn_bias, tokens, inplace=inplace_ok and owned)
+                h = block.forward_windows(h, attn_bias, tokens, self.workspace if inference and owned else None)
             owned = True
-        h = gather_tokens(h, layout_change(grid, layout, None, x.device))
-        return h.view(batch, *grid, channels)
+        index = layout_change(grid, layout, None, x.device)
+        if index is None and scratch:
+            return h.clone().view(batch, *grid, channels)  # the stage output must not be a workspace buffer
+        return gather_tokens(h, index).view(batch, *grid, channels)
 
 
 class ClassifierHead(nn.Module):

@@ -25,6 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from swinkit.deploy.info import flop_formulas
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 TASKS = ("infer", "train")
 
@@ -192,7 +194,7 @@ def count_macs(runner: Runner) -> float:
     per group, an overcount for Shunted's depth-wise convolutions)."""
     from torch.utils import flop_counter
     model, x = runner.model, runner.inputs
-    with flop_counter.FlopCounterMode(display=False, custom_mapping=_extra_flop_formulas()) as counter:
+    with flop_counter.FlopCounterMode(display=False, custom_mapping=flop_formulas()) as counter:
         if runner.task == "infer":
             with torch.inference_mode():
                 model(x)
@@ -201,24 +203,6 @@ def count_macs(runner: Runner) -> float:
             out.float().sum().backward()
             model.zero_grad(set_to_none=True)
     return counter.get_total_flops() / 2
-
-
-def _extra_flop_formulas() -> dict:
-    """Formulas the flop counter lacks: the CPU flash-attention kernels (as the math path counts them)."""
-    from torch.utils import flop_counter
-    aten = torch.ops.aten
-    mapping = {}
-    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
-        def forward(query, key, value, *args, out_shape=None, **kwargs) -> int:
-            return flop_counter.sdpa_flop_count(query, key, value)
-
-        mapping[aten._scaled_dot_product_flash_attention_for_cpu] = forward
-    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward"):
-        def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
-            return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
-
-        mapping[aten._scaled_dot_product_flash_attention_for_cpu_backward] = backward
-    return mapping
 
 
 def _rss_bytes(field_name: str) -> int | None:
