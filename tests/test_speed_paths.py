@@ -336,3 +336,23 @@ def test_workspace_reuses_per_thread_and_never_pickles_buffers():
     with torch.no_grad():
         torch.testing.assert_close(linear_into(workspace.take("out", (3, 2), like), x, linear), linear(x))
         torch.testing.assert_close(linear_add_(acc.clone(), x, linear), acc + linear(x))
+
+
+def test_shunted_stem_folds_eval_batchnorm_into_its_convolutions():
+    from swinkit.models.shunted import ShuntedStem
+    torch.manual_seed(0)
+    stem = ShuntedStem(3, 8, num_conv=1).double()
+    for module in stem.conv:
+        if isinstance(module, torch.nn.BatchNorm2d):  # non-trivial running statistics and affine terms
+            module.running_mean.normal_()
+            module.running_var.uniform_(0.5, 2.0)
+            torch.nn.init.normal_(module.weight)
+            torch.nn.init.normal_(module.bias)
+    stem.eval()
+    x = torch.randn(2, 3, 32, 40, dtype=torch.float64)
+    expected = stem.norm(stem.conv(x).flatten(2).transpose(1, 2))
+    tokens, grid = stem(x)
+    assert grid == (8, 10)
+    torch.testing.assert_close(tokens, expected, atol=1e-12, rtol=0)
+    stem.train()  # batch statistics: the plain modules run
+    torch.testing.assert_close(stem(x)[0], stem.norm(stem.conv(x).flatten(2).transpose(1, 2)), atol=1e-12, rtol=0)

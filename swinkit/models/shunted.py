@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -122,7 +123,29 @@ def patch_linear(tokens: torch.Tensor, grid: Grid, conv: nn.Conv2d) -> tuple[tor
     return F.linear(patches, weight, conv.bias), (rows, cols)
 
 
-def embed_tokens(conv: nn.Module, norm: nn.LayerNorm, x: torch.Tensor) -> tuple[torch.Tensor, Grid]:
+def split_linear(x: torch.Tensor, linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """``linear(x).chunk(2, -1)`` as two products, so each half is contiguous (the depth-wise conv on v
+    then reads it without a copy)."""
+    half = linear.out_features // 2
+    bias = linear.bias
+    return (F.linear(x, linear.weight[:half], None if bias is None else bias[:half]),
+            F.linear(x, linear.weight[half:], None if bias is None else bias[half:]))
+
+
+def conv_with_folded_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """bn(conv(x)) for a BatchNorm in eval mode, as one convolution: W' = W * s, b' = (b - mean) * s + beta
+    with s = gamma / sqrt(var + eps). Equal up to float rounding, differentiable in every parameter."""
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    bias = -bn.running_mean * scale if conv.bias is None else (conv.bias - bn.running_mean) * scale
+    if bn.bias is not None:
+        bias = bias + bn.bias
+    return conv._conv_forward(x, conv.weight * scale.view(-1, 1, 1, 1).to(conv.weight.dtype), bias.to(x.dtype))
+
+
+def embed_tokens(conv: Callable[[torch.Tensor], torch.Tensor], norm: nn.LayerNorm,
+                 x: torch.Tensor) -> tuple[torch.Tensor, Grid]:
     """Convolutional embedding then LayerNorm: (B, C, H, W) -> ((B, H'*W', C'), (H', W'))."""
     feature_map = conv(x)
     return norm(map_to_tokens(feature_map)), (feature_map.shape[2], feature_map.shape[3])
@@ -147,7 +170,25 @@ class ShuntedStem(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Grid]:
         # channels-last input: faster convolutions here, and the output is already token-major for the norm
-        return embed_tokens(self.conv, self.norm, x.contiguous(memory_format=torch.channels_last))
+        return embed_tokens(self._convolve, self.norm, x.contiguous(memory_format=torch.channels_last))
+
+    def _convolve(self, x: torch.Tensor) -> torch.Tensor:
+        """``self.conv(x)``; each Conv -> BatchNorm pair whose BN uses running statistics (eval) runs as one
+        convolution with the BN folded into its weights (no full-size normalisation pass) unless hooked."""
+        layers = list(self.conv)
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            following = layers[i + 1] if i + 1 < len(layers) else None
+            if (isinstance(following, nn.BatchNorm2d) and not following.training
+                    and following.running_var is not None
+                    and not (has_forward_hooks(layer) or has_forward_hooks(following))):
+                x = conv_with_folded_bn(layer, following, x)
+                i += 2
+            else:
+                x = layer(x)
+                i += 1
+        return x
 
 
 class OverlapPatchEmbed(nn.Module):
@@ -239,8 +280,8 @@ class ShuntedAttention(nn.Module):
         """One half of the heads, q (B, nH/2, N, hd), attending to the tokens x (B, N, C) on ``grid``
         aggregated by the strided conv ``reduce``."""
         reduced, grid = patch_linear(x, grid, reduce)
-        k_tokens, v_tokens = kv(F.gelu(norm(reduced))).chunk(2, dim=-1)
-        v_tokens = v_tokens + conv_on_tokens(local_conv, v_tokens, grid)
+        k_tokens, v_tokens = split_linear(F.gelu(norm(reduced)), kv)
+        v_tokens = conv_on_tokens(local_conv, v_tokens, grid).add_(v_tokens)
         return self._attend(q, k_tokens, v_tokens)
 
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
@@ -254,7 +295,7 @@ class ShuntedAttention(nn.Module):
                 self._aggregated_branch(q[:, half:], x, grid, self.sr2, self.norm2, self.kv2, self.local_conv2),
             ], dim=-1)
         else:
-            k_tokens, v_tokens = self.kv(x).chunk(2, dim=-1)
+            k_tokens, v_tokens = split_linear(x, self.kv)
             # out of place: the attention kernel keeps its output for the backward pass
             out = self._attend(q, k_tokens, v_tokens) + conv_on_tokens(self.local_conv, v_tokens, grid)
         return self.proj_drop(self.proj(out))
