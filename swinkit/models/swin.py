@@ -223,7 +223,7 @@ class SwinStage(nn.Module):
         self.window = tuple(window)  # window this stage is configured with (before clamping to a grid)
         self.rules = rules
         self.grad_checkpointing = False
-        self.workspace = Workspace()  # scratch buffers of the inference path
+        self.workspace = Workspace()  # inference scratch buffers; SwinTransformer gives all its stages one
         self.blocks = nn.ModuleList(
             SwinBlock(dim, num_heads, table_window, rules, mlp_ratio, qkv_bias, drop, attn_drop, drop_paths[j])
             for j in range(depth))
@@ -352,6 +352,7 @@ class SwinTransformer(nn.Module):
                               config.mlp_ratio, config.qkv_bias, config.drop_rate, config.attn_drop_rate,
                               drop_paths[i])
             stage.downsample = PatchMerging(dim) if i < num_stages - 1 else None
+            stage.workspace = self.layers[0].workspace if i else stage.workspace  # stages run one after another
             self.layers.append(stage)
             self.feature_info.append(dict(num_chs=dim, reduction=config.patch_size[-1] * 2 ** i, module=f"layers.{i}"))
         for i in config.norm_stages:
