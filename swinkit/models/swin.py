@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 
-from swinkit.layers.checks import check_input
+from swinkit.layers.checks import check_input, has_forward_hooks
 from swinkit.layers.compat import CompatRules, check_compat, clamp_window, compat_rules
 from swinkit.layers.drop import DropPath, drop_path_rates
 from swinkit.layers.init import init_linear_and_norm
@@ -260,12 +260,8 @@ class SwinStage(nn.Module):
     def _windowed_path_allowed(self) -> bool:
         """The token-reordering path runs in eager mode when no block has hooks (which expect
         grid-ordered tensors); compiled graphs take the roll / partition path, which inductor fuses."""
-        if torch.compiler.is_compiling():
-            return False
-        for block in self.blocks:
-            if block._forward_hooks or block._forward_pre_hooks:
-                return False
-        return True
+        return not (torch.compiler.is_compiling()
+                    or any(has_forward_hooks(block, recurse=False) for block in self.blocks))
 
     def _checkpointing(self) -> bool:
         return self.grad_checkpointing and self.training and torch.is_grad_enabled()
