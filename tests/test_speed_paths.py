@@ -9,9 +9,10 @@ import torch.nn.functional as F
 import swinkit
 from swinkit.cli import main as cli_main
 from swinkit.layers import recompute, window_attention
-from swinkit.layers.recompute import GeluLinear, LayerNormLinear
+from swinkit.layers.recompute import LayerNormLinear, NormMlp
 from swinkit.layers.window_attention import BiasedWindowAttention, window_sdpa
 from swinkit.layers.windows import gather_tokens, layout_change, window_order, window_partition
+from swinkit.layers.workspace import Workspace
 from swinkit.models import swin
 from swinkit.tools import bench
 
@@ -133,8 +134,9 @@ class _Plain:
     class Attention:
         apply = staticmethod(_plain_attention)
 
-    class GeluLinear:
-        apply = staticmethod(lambda x, w, b, approximate: F.linear(F.gelu(x, approximate=approximate), w, b))
+    class NormMlp:
+        apply = staticmethod(lambda x, nw, nb, w1, b1, w2, b2, eps, approximate, workspace: F.linear(
+            F.gelu(F.linear(F.layer_norm(x, (x.shape[-1],), nw, nb, eps), w1, b1), approximate=approximate), w2, b2))
 
     class LayerNormLinear:
         apply = staticmethod(lambda x, nw, nb, w, b, eps: F.linear(F.layer_norm(x, (x.shape[-1],), nw, nb, eps), w, b))
@@ -155,7 +157,7 @@ def test_training_gradients_equal_plain_autograd(name, overrides, shape, monkeyp
     fast_out, fast = grads()
     monkeypatch.setattr(window_attention, "BiasedWindowAttention", _Plain.Attention)
     monkeypatch.setattr(recompute, "LayerNormLinear", _Plain.LayerNormLinear)
-    monkeypatch.setattr(recompute, "GeluLinear", _Plain.GeluLinear)
+    monkeypatch.setattr(recompute, "NormMlp", _Plain.NormMlp)
     hooks = _block_hooks(model)
     plain_out, plain = grads()
     for h in hooks:
@@ -180,7 +182,12 @@ def test_autograd_functions_gradcheck(bias_shape):
     w, b = torch.randn(3, 4, dtype=torch.float64, requires_grad=True), torch.randn(3, dtype=torch.float64,
                                                                                    requires_grad=True)
     assert torch.autograd.gradcheck(lambda *a: LayerNormLinear.apply(*a, 1e-5), (x, norm_w, norm_b, w, b))
-    assert torch.autograd.gradcheck(lambda *a: GeluLinear.apply(*a, "none"), (x, w, b))
+    w2, b2 = (t.detach().clone().requires_grad_() for t in (w.t()[:3], b))
+    workspace = Workspace()
+    for approximate, scratch in (("none", None), ("tanh", workspace), ("none", workspace)):
+        assert torch.autograd.gradcheck(lambda *a: NormMlp.apply(*a, 1e-5, approximate, scratch),
+                                        (x, norm_w, norm_b, w, b, w2, b2))
+    assert workspace._buffers()  # the scratch buffers were used
 
 
 def test_window_sdpa_rejects_mismatched_bias():
@@ -314,7 +321,7 @@ def test_workspace_reuses_per_thread_and_never_pickles_buffers():
     import copy
     import threading
 
-    from swinkit.layers.workspace import Workspace, linear_add_, linear_into
+    from swinkit.layers.workspace import linear_add_, linear_into
     workspace = Workspace()
     like = torch.zeros(1)
     a = workspace.take("slot", (4, 3), like)

@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from swinkit.layers.mlp import Mlp
+from swinkit.layers.workspace import Workspace
 
 
 def autocast_enabled(x: torch.Tensor) -> bool:
@@ -70,36 +71,77 @@ class LayerNormLinear(torch.autograd.Function):
         return grad_x, grad_norm_weight, grad_norm_bias, grad_weight, grad_bias, None
 
 
-def norm_mlp(norm: nn.LayerNorm, mlp: Mlp, x: torch.Tensor) -> torch.Tensor:
-    """``mlp(norm(x))``; with autograd on, the normalised x and the GELU output are recomputed in
-    backward instead of kept (4 + 1 fewer channels-worth of activations per token)."""
+def norm_mlp(norm: nn.LayerNorm, mlp: Mlp, x: torch.Tensor, workspace: Workspace | None = None) -> torch.Tensor:
+    """``mlp(norm(x))``; with autograd on, only x, its row statistics and the fc1 output are kept for
+    backward (the normalised x and the GELU output are recomputed), and the hidden-sized temporaries
+    of forward and backward are written into ``workspace`` scratch buffers when one is given."""
     act = mlp.act
-    if use_recompute_functions(x) and isinstance(act, nn.GELU) and mlp.drop.p == 0.0:
-        return GeluLinear.apply(layer_norm_linear(x, norm, mlp.fc1), mlp.fc2.weight, mlp.fc2.bias, act.approximate)
+    if use_recompute_functions(x) and isinstance(act, nn.GELU) and mlp.drop.p == 0.0 and norm.elementwise_affine:
+        return NormMlp.apply(x, norm.weight, norm.bias, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias,
+                             norm.eps, act.approximate, workspace)
     return mlp(norm(x))
 
 
-class GeluLinear(torch.autograd.Function):
-    """linear(gelu(x), weight, bias) that saves only x: (..., C_in) -> (..., C_out)."""
+def _scratch(workspace: Workspace | None, slot: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    return torch.empty(shape, dtype=like.dtype, device=like.device) if workspace is None else workspace.take(slot, shape, like)
+
+
+class NormMlp(torch.autograd.Function):
+    """fc2(gelu(fc1(layer_norm(x)))) over the last axis: (..., C) -> (..., C_out).
+
+    Saves x, the row statistics and the fc1 output. The GELU output (forward) and the recomputed
+    GELU output, then the hidden gradient in its place (backward), live in one ``workspace`` slot:
+    on CPU a fresh hidden-sized tensor per call costs a page fault per 4 KiB.
+    """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-                approximate: str = "none") -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.approximate = approximate
-        ctx.has_bias = bias is not None
-        return F.linear(F.gelu(x, approximate=approximate), weight, bias)
+    def forward(ctx, x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor | None,
+                fc1_weight: torch.Tensor, fc1_bias: torch.Tensor | None, fc2_weight: torch.Tensor,
+                fc2_bias: torch.Tensor | None, eps: float, approximate: str,
+                workspace: Workspace | None) -> torch.Tensor:
+        channels = x.shape[-1]
+        rows = x.reshape(-1, channels)
+        normed, mean, rstd = torch.native_layer_norm(rows, (channels,), norm_weight, norm_bias, eps)
+        pre = F.linear(normed, fc1_weight, fc1_bias)
+        del normed
+        hidden = torch._C._nn.gelu(pre, approximate=approximate,
+                                   out=_scratch(workspace, "mlp_hidden", tuple(pre.shape), pre))
+        out = F.linear(hidden, fc2_weight, fc2_bias)
+        ctx.save_for_backward(x, mean, rstd, pre, norm_weight, norm_bias, fc1_weight, fc2_weight)
+        ctx.approximate, ctx.workspace = approximate, workspace
+        ctx.has_bias = (fc1_bias is not None, fc2_bias is not None)
+        return out.view(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        x, weight = ctx.saved_tensors
+        x, mean, rstd, pre, norm_weight, norm_bias, fc1_weight, fc2_weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        channels = x.shape[-1]
+        rows = x.reshape(-1, channels)
         grad_rows = grad_out.reshape(-1, grad_out.shape[-1])
-        grad_weight = grad_bias = None
-        if ctx.needs_input_grad[1]:
-            hidden = F.gelu(x, approximate=ctx.approximate)
-            grad_weight = grad_rows.t().mm(hidden.reshape(-1, hidden.shape[-1]))
-            del hidden
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_bias = grad_rows.sum(0)
-        grad_x = torch.ops.aten.gelu_backward(grad_out.matmul(weight), x, approximate=ctx.approximate)
-        return grad_x, grad_weight, grad_bias, None
+        hidden = _scratch(ctx.workspace, "mlp_hidden", tuple(pre.shape), pre)
+        grad_fc1_weight = grad_fc1_bias = grad_fc2_weight = grad_fc2_bias = None
+        if needs[5]:
+            grad_fc2_weight = grad_rows.t().mm(torch._C._nn.gelu(pre, approximate=ctx.approximate, out=hidden))
+        if ctx.has_bias[1] and needs[6]:
+            grad_fc2_bias = grad_rows.sum(0)
+        grad_hidden = torch.mm(grad_rows, fc2_weight, out=hidden)  # the GELU output is no longer needed
+        torch.ops.aten.gelu_backward.grad_input(grad_hidden, pre, approximate=ctx.approximate, grad_input=grad_hidden)
+        if needs[3]:
+            normed = torch.sub(rows, mean, out=_scratch(ctx.workspace, "mlp_normed", tuple(rows.shape), rows))
+            normed.mul_(rstd)
+            if norm_weight is not None:
+                normed.mul_(norm_weight)
+            if norm_bias is not None:
+                normed.add_(norm_bias)
+            grad_fc1_weight = grad_hidden.t().mm(normed)
+        if ctx.has_bias[0] and needs[4]:
+            grad_fc1_bias = grad_hidden.sum(0)
+        grad_normed = torch.mm(grad_hidden, fc1_weight,
+                               out=_scratch(ctx.workspace, "mlp_normed", tuple(rows.shape), rows))
+        grad_x, grad_norm_weight, grad_norm_bias = torch.ops.aten.native_layer_norm_backward(
+            grad_normed, rows, (channels,), mean, rstd, norm_weight, norm_bias, [needs[0], needs[1], needs[2]])
+        if grad_x is not None:
+            grad_x = grad_x.view(x.shape)
+        return (grad_x, grad_norm_weight, grad_norm_bias, grad_fc1_weight, grad_fc1_bias, grad_fc2_weight,
+                grad_fc2_bias, None, None, None)

@@ -1,9 +1,10 @@
-"""Scratch buffers kept between inference calls.
+"""Scratch buffers kept between calls.
 
 On CPU, a large temporary freed after every call makes the C allocator give its pages back to the
 OS and fault them in again on the next call (a page fault per 4 KiB; up to 1.7x slower on the
-machines we measure). Inference paths that write into the same buffers every call touch memory
-that stays mapped. Buffers are per thread, so one model can serve several threads.
+machines we measure). Inference paths, and the MLP's forward and backward in training, write into
+the same buffers every call and so touch memory that stays mapped. Buffers are per thread, so one
+model can serve several threads.
 """
 from __future__ import annotations
 

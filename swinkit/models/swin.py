@@ -157,16 +157,17 @@ class SwinBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
     def forward_windows(self, x: torch.Tensor, attn_bias: torch.Tensor, tokens: int,
-                        workspace: Workspace | None = None) -> torch.Tensor:
+                        workspace: Workspace | None = None, in_place: bool = False) -> torch.Tensor:
         """The same block on tokens already in its window order: x (B, L, C) -> (B, L, C).
 
         ``x`` holds whole windows of ``tokens`` tokens each (no padding), in the order that
         partitioning the rolled grid gives; LayerNorm, MLP and residuals are per token, so only
-        attention sees the windows. With a ``workspace`` (eval, autograd off) the residuals are
-        added into ``x`` a group of windows at a time, every temporary living in the workspace.
+        attention sees the windows. Large temporaries go to ``workspace`` when one is given. With
+        ``in_place`` (eval, autograd off, a workspace) the residuals are added into ``x`` a group of
+        windows at a time and the output is ``x`` itself.
         """
         batch, length, channels = x.shape
-        if workspace is not None:
+        if in_place:
             rows = x.view(batch * length, channels)
             limit = max(tokens, CHUNK_ELEMENTS // self.mlp.fc1.out_features) if x.device.type == "cpu" else rows.shape[0]
             for start, stop, bias in _window_chunks(batch * (length // tokens), tokens, attn_bias, limit):
@@ -174,7 +175,7 @@ class SwinBlock(nn.Module):
             return x
         h = self.attn.attend(x.view(batch * (length // tokens), tokens, channels), attn_bias, norm=self.norm1)
         x = x + self.drop_path(h.view(batch, length, channels))
-        return x + self.drop_path(norm_mlp(self.norm2, self.mlp, x))
+        return x + self.drop_path(norm_mlp(self.norm2, self.mlp, x, workspace))
 
     def _infer_rows(self, rows: torch.Tensor, attn_bias: torch.Tensor, tokens: int, workspace: Workspace) -> None:
         """Inference on rows (n, C) holding whole windows: both residuals are added into ``rows``."""
@@ -223,14 +224,14 @@ class SwinStage(nn.Module):
         self.window = tuple(window)  # window this stage is configured with (before clamping to a grid)
         self.rules = rules
         self.grad_checkpointing = False
-        self.workspace = Workspace()  # inference scratch buffers; SwinTransformer gives all its stages one
+        self.workspace = Workspace()  # scratch buffers; SwinTransformer gives all its stages one
         self.blocks = nn.ModuleList(
             SwinBlock(dim, num_heads, table_window, rules, mlp_ratio, qkv_bias, drop, attn_drop, drop_paths[j])
             for j in range(depth))
 
     def train(self, mode: bool = True) -> "SwinStage":
-        if mode:
-            self.workspace.clear()  # scratch buffers are for inference only
+        if mode != self.training:
+            self.workspace.clear()  # inference and training use different scratch buffers
         return super().train(mode)
 
     def window_plan(self, grid: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -291,10 +292,10 @@ class SwinStage(nn.Module):
             layout = block_layout
             attn_bias = block.attn.attention_bias(window, mask if shifted else None, bias_dtype)
             if self._checkpointing():
-                h = torch.utils.checkpoint.checkpoint(block.forward_windows, h, attn_bias, tokens,
+                h = torch.utils.checkpoint.checkpoint(block.forward_windows, h, attn_bias, tokens, self.workspace,
                                                       use_reentrant=False)
             else:
-                h = block.forward_windows(h, attn_bias, tokens, self.workspace if inference and owned else None)
+                h = block.forward_windows(h, attn_bias, tokens, self.workspace, in_place=inference and owned)
             owned = True
         index = layout_change(grid, layout, None, x.device)
         if index is None and scratch:
