@@ -25,6 +25,7 @@ from swinkit.layers.checks import check_input, has_forward_hooks
 from swinkit.layers.drop import DropPath, drop_path_rates
 from swinkit.layers.init import init_linear_and_norm
 from swinkit.layers.mlp import Mlp
+from swinkit.layers.workspace import Workspace, linear_add_, linear_into
 from swinkit.models.registry import register_model
 
 EMBED_NORM_EPS = 1e-5  # patch-embedding norms and the attention's token-aggregation norms (nn.LayerNorm default)
@@ -227,11 +228,22 @@ class ShuntedMlp(Mlp):
         super().__init__(dim, hidden_dim, drop)
         self.dwconv = DWConv(hidden_dim)
 
-    def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
-        hidden = self.fc1(x)
+    def forward(self, x: torch.Tensor, grid: Grid, add_to: torch.Tensor | None = None,
+                workspace: Workspace | None = None) -> torch.Tensor:
+        """x (B, N, C) -> (B, N, C_out). Inference only, with ``add_to`` (B, N, C_out) and a ``workspace``:
+        the result is accumulated into ``add_to`` by fc2's matrix product (fc1's output in the workspace)
+        and ``add_to`` is returned."""
+        if add_to is None or workspace is None:
+            hidden = self.fc1(x)
+            mixed = self.dwconv(hidden, grid).add_(hidden)
+            del hidden
+            return self.drop(self.fc2(self.drop(self.activate(mixed))))
+        batch, num_tokens, channels = x.shape
+        hidden = linear_into(workspace.take("hidden", (batch * num_tokens, self.fc1.out_features), x),
+                             x.reshape(-1, channels), self.fc1).view(batch, num_tokens, -1)
         mixed = self.dwconv(hidden, grid).add_(hidden)
-        del hidden
-        return self.drop(self.fc2(self.drop(self.activate(mixed))))
+        return linear_add_(add_to.view(-1, add_to.shape[-1]), self.activate(mixed).reshape(batch * num_tokens, -1),
+                           self.fc2).view(add_to.shape)
 
 
 class ShuntedAttention(nn.Module):
@@ -317,14 +329,14 @@ class ShuntedBlock(nn.Module):
         x = x + self.drop_path(self.attn(self.norm1(x), grid))
         return x + self.drop_path(self.mlp(self.norm2(x), grid))
 
-    def forward_inplace(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
+    def forward_inplace(self, x: torch.Tensor, grid: Grid, workspace: Workspace) -> torch.Tensor:
         """Inference only (eval, autograd off): the same block adding both residuals into ``x`` (B, N, C),
         a few samples at a time so that every temporary stays small and is reused."""
         samples = max(1, INPLACE_CHUNK_ELEMENTS // (x.shape[1] * self.mlp.fc1.out_features))
         for start in range(0, x.shape[0], samples):
             part = x[start:start + samples]
             part += self.attn(self.norm1(part), grid)
-            part += self.mlp(self.norm2(part), grid)
+            self.mlp(self.norm2(part), grid, add_to=part, workspace=workspace)
         return x
 
 
@@ -355,6 +367,7 @@ class ShuntedTransformer(nn.Module):
         self.num_classes = config.num_classes
         self.num_features = config.embed_dims[-1]
         self.grad_checkpointing = False
+        self.workspace = Workspace()  # inference scratch buffers (forward_inplace)
         rates = drop_path_rates(config.drop_path_rate, config.depths)
         for stage, dim in enumerate(config.embed_dims):
             if stage == 0:
@@ -375,6 +388,11 @@ class ShuntedTransformer(nn.Module):
 
     def _new_head(self, num_classes: int) -> nn.Module:
         return nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def train(self, mode: bool = True) -> "ShuntedTransformer":
+        if mode:
+            self.workspace.clear()  # scratch buffers are for inference only
+        return super().train(mode)
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute each block's activations in the backward pass (saves memory, same gradients)."""
@@ -399,7 +417,7 @@ class ShuntedTransformer(nn.Module):
     def _run_block(self, block: ShuntedBlock, tokens: torch.Tensor, grid: Grid, inplace: bool) -> torch.Tensor:
         if self.grad_checkpointing and torch.is_grad_enabled():
             return checkpoint(block, tokens, grid, use_reentrant=False)
-        return block.forward_inplace(tokens, grid) if inplace else block(tokens, grid)
+        return block.forward_inplace(tokens, grid, self.workspace) if inplace else block(tokens, grid)
 
     def _inplace_allowed(self) -> bool:
         """Blocks may overwrite the tokens of forward_features (made there by a patch embedding) in eager
