@@ -277,6 +277,7 @@ def save_program(program: ExportedProgram, model: nn.Module, path: str | os.Path
         if fmt == "onnx":
             program_to_onnx(program, tmp, opset)
         else:  # through memory: torch.export.load wants a name ending in .pt2, the temporary file has none
+            _contiguous_weights(program)
             buffer = io.BytesIO()
             torch.export.save(program, buffer)
             Path(tmp).write_bytes(buffer.getvalue())
@@ -290,6 +291,15 @@ def save_program(program: ExportedProgram, model: nn.Module, path: str | os.Path
     atomic_write(path, write)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _contiguous_weights(program: ExportedProgram) -> None:
+    """Give ``program`` contiguous copies of its channels-last weights (same values): the ``.pt2`` writer
+    expects every weight to cover its storage in row-major order."""
+    for name, value in program.state_dict.items():
+        if not value.is_contiguous():
+            copy = value.detach().contiguous()
+            program.state_dict[name] = nn.Parameter(copy, value.requires_grad) if isinstance(value, nn.Parameter) else copy
 
 
 def export_model(model: nn.Module, path: str | os.PathLike, input_shape: tuple[int, ...] | None = None, *,
