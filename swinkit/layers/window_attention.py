@@ -49,7 +49,7 @@ class WindowAttention(nn.Module):
         """(num_heads, N, N) relative position bias for ``window``."""
         index = self.bias_index(window).to(self.relative_position_bias_table.device)
         tokens = index.shape[0]
-        bias = self.relative_position_bias_table[index.reshape(-1)]
+        bias = torch.index_select(self.relative_position_bias_table, 0, index.reshape(-1))  # backward: index_add, faster than index_put
         return bias.view(tokens, tokens, self.num_heads).permute(2, 0, 1)
 
     def attention_bias(self, window: tuple[int, ...], shift_mask: torch.Tensor | None,
