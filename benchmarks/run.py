@@ -4,7 +4,8 @@
     .bench-venv/bin/python benchmarks/run.py --suite full         # + fp32/bf16 x eager/compile matrix
     python benchmarks/run.py --device cuda --suite targets        # on a GPU machine with timm + torchvision
 
-Every case times its subject (a swinkit model) and its anchors interleaved round by round,
+Every case runs in a fresh process (no case inherits the allocator state of the ones before it) and
+times its subject (a swinkit model) and its anchors in that process, interleaved round by round,
 reports medians with min / max, the speed ratio subject vs anchor (ratio of medians, and the
 range of per-round ratios), multiply-adds, the fraction of the measured GEMM peak, and for
 training the peak memory of each model measured in a fresh process. Results go to a JSON file
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -163,6 +165,23 @@ def run_case(case: Case, device: str, peaks: dict[str, float], skip_memory: bool
     return record
 
 
+def run_case_isolated(case: Case, device: str, peaks: dict[str, float], skip_memory: bool, threads: int) -> dict:
+    """:func:`run_case` in a fresh process, so that no case's figures depend on the cases run before it
+    (the C allocator's state and cached memory carry over from case to case in one process); the case's
+    own models still run interleaved in that one process. Updates ``peaks`` with the ceiling it measured."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        record, case_peaks = pool.apply(_run_case_in_child, (case, device, peaks, skip_memory, threads))
+    peaks.update(case_peaks)
+    return record
+
+
+def _run_case_in_child(case: Case, device: str, peaks: dict[str, float], skip_memory: bool,
+                       threads: int) -> tuple[dict, dict[str, float]]:
+    torch.set_num_threads(threads)
+    record = run_case(case, device, peaks, skip_memory, threads)
+    return record, peaks
+
+
 def _settings(case: Case, spec: str) -> tuple[str, bool]:
     """(dtype, compiled) of one model of the case: the subject's, or the anchors' where given."""
     if spec == case.subject:
@@ -261,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({'used' if bf16_ok else 'bf16 cases not timed'})", flush=True)
     for case in cases:
         print(f"== {case.name}", flush=True)
-        record = run_case(case, device, peaks, args.no_memory, args.threads)
+        record = run_case_isolated(case, device, peaks, args.no_memory, args.threads)
         report["cases"].append(record)
         for spec, m in record["models"].items():
             extra = m.get("speedup_vs_anchor")
