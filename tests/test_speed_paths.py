@@ -190,6 +190,22 @@ def test_autograd_functions_gradcheck(bias_shape):
     assert workspace._buffers()  # the scratch buffers were used
 
 
+def test_norm_mlp_with_frozen_parameters_matches_plain_autograd():
+    """Only the inputs that require grad get one; the others are skipped, not miscomputed."""
+    torch.manual_seed(0)
+    args = [torch.randn(*shape, dtype=torch.float64) for shape in ((2, 5, 4), (4,), (4,), (6, 4), (6,), (3, 6), (3,))]
+    for frozen in ({1, 2}, {3, 4}, {5, 6}, {0}):
+        leaves = [a.clone().requires_grad_(i not in frozen) for i, a in enumerate(args)]
+        NormMlp.apply(*leaves, 1e-5, "none", Workspace()).square().sum().backward()
+        plain = [a.clone().requires_grad_(i not in frozen) for i, a in enumerate(args)]
+        _Plain.NormMlp.apply(*plain, 1e-5, "none", None).square().sum().backward()
+        for i, (fast, ref) in enumerate(zip(leaves, plain)):
+            if i in frozen:
+                assert fast.grad is None
+            else:
+                torch.testing.assert_close(fast.grad, ref.grad, rtol=0, atol=1e-12)
+
+
 def test_window_sdpa_rejects_mismatched_bias():
     q = torch.randn(5, 2, 4, 8)
     with pytest.raises(ValueError, match="do not split"):

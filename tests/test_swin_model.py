@@ -139,7 +139,8 @@ def test_timm_compat_rejects_input_smaller_than_a_patch():
         model(torch.randn(1, 3, 3, 64))
 
 
-@pytest.mark.parametrize("name,shape", [("swin_t", (2, 3, 40, 56)), ("video_swin_t", (2, 3, 6, 36, 40))])
+@pytest.mark.parametrize("name,shape", [("swin_t", (2, 3, 40, 56)), ("video_swin_t", (2, 3, 6, 36, 40)),
+                                        ("swin_t", (2, 3, 56, 56))])  # the last: unpadded, token-order path
 def test_gradient_checkpointing_gives_identical_gradients(name, shape):
     torch.manual_seed(0)
     model = swinkit.create_model(name, embed_dim=8, num_heads=(1, 2, 2, 2), depths=(2, 2, 2, 2), num_classes=4,
