@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from swinkit.data import (DecodeTimeout, ImageDataset, VideoDataset, VideoReader, build_dataset, collate,
-                          read_frames, write_video)
+                          read_frames, worker_context, write_video)
 
 FRAMES = 12
 
@@ -171,9 +171,13 @@ def test_dataloader_with_collate(video_root):
 
 def test_dataloader_workers_after_use_in_the_main_process(video_root):
     dataset = build_dataset(video_root, split="val", clip_len=4, size=16)
-    assert dataset[0]["error"] is None  # starts the reading thread here; forked workers need their own
-    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=2, collate_fn=collate)
+    assert dataset[0]["error"] is None  # starts the reading thread here; workers need their own
+    context = worker_context(2)
+    assert context is not None and context.get_start_method() == "forkserver"  # not fork (Linux)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=2, collate_fn=collate,
+                                         multiprocessing_context=context)
     assert [batch["skipped"] for batch in loader] == [[], []]
+    assert worker_context(0) is None
 
 
 def test_hanging_read_times_out_and_the_next_file_still_reads(video_root, monkeypatch):

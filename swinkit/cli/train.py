@@ -223,7 +223,7 @@ def evaluate_split(args: argparse.Namespace, wrap_dataset=None) -> tuple[dict, l
     replace the dataset (the demo's frame-shuffled control)."""
     import torch
 
-    from swinkit.data import build_dataset, collate
+    from swinkit.data import build_dataset, collate, worker_context
     from swinkit.engine.evaluate import evaluate
 
     model, classes, kind, options, precision = load_model(args)
@@ -231,7 +231,8 @@ def evaluate_split(args: argparse.Namespace, wrap_dataset=None) -> tuple[dict, l
     if wrap_dataset is not None:
         dataset = wrap_dataset(dataset)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
-                                         num_workers=args.num_workers, collate_fn=collate)
+                                         num_workers=args.num_workers, collate_fn=collate,
+                                         multiprocessing_context=worker_context(args.num_workers))
     metrics, skipped = evaluate(model, loader, len(classes), args.average, args.max_views_per_batch, precision,
                                 progress=args.progress, desc=args.split)
     return metrics, skipped, classes

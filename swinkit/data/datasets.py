@@ -8,6 +8,7 @@ construction, before any training starts.
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
 import queue
 import threading
@@ -239,6 +240,22 @@ class ImageDataset(MediaDataset):
     def load(self, path: str, rng: np.random.Generator, deadline: float | None) -> Image.Image:
         with Image.open(path) as image:
             return image.convert("RGB")
+
+
+def worker_context(num_workers: int):
+    """The start method for ``num_workers`` DataLoader worker processes: ``forkserver`` where the
+    platform has it, else the platform default (None also for ``num_workers == 0``).
+
+    A plain fork copies the parent's locks but not its threads (the decode-timeout reader, PyAV's,
+    tqdm's, the intra-op pool): a lock held by one of them at fork time stays held in the worker for
+    good, and the epoch hangs. Workers forked from the forkserver, a fresh single-threaded process that
+    has imported ``swinkit.data`` once, start from a clean state and still start fast.
+    """
+    if num_workers == 0 or "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["swinkit.data"])
+    return context
 
 
 def collate(batch: Sequence[dict]) -> dict:

@@ -49,10 +49,10 @@ def files_dataset(files: list[str], kind: str, split: str, classes: list[str], d
 
 
 def _loader(dataset, batch_size: int, num_workers: int):
-    from swinkit.data import collate
+    from swinkit.data import collate, worker_context
 
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                                       collate_fn=collate)
+                                       collate_fn=collate, multiprocessing_context=worker_context(num_workers))
 
 
 @torch.no_grad()
