@@ -221,18 +221,14 @@ def run_eval(args: argparse.Namespace) -> int:
 def evaluate_split(args: argparse.Namespace, wrap_dataset=None) -> tuple[dict, list, list[str]]:
     """(metrics, skipped samples, class names) of ``eval`` arguments; ``wrap_dataset(dataset)`` may
     replace the dataset (the demo's frame-shuffled control)."""
-    import torch
-
-    from swinkit.data import build_dataset, collate, worker_context
+    from swinkit.data import build_dataset, make_loader
     from swinkit.engine.evaluate import evaluate
 
     model, classes, kind, options, precision = load_model(args)
     dataset = build_dataset(args.data_root, args.list_file, kind=kind, split=args.split, classes=classes, **options)
     if wrap_dataset is not None:
         dataset = wrap_dataset(dataset)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=False,
-                                         num_workers=args.num_workers, collate_fn=collate,
-                                         multiprocessing_context=worker_context(args.num_workers))
+    loader = make_loader(dataset, args.batch_size, args.num_workers, shuffle=False)
     metrics, skipped = evaluate(model, loader, len(classes), args.average, args.max_views_per_batch, precision,
                                 progress=args.progress, desc=args.split)
     return metrics, skipped, classes

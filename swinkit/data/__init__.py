@@ -8,7 +8,7 @@ Typical use::
 """
 from swinkit.data.datasets import (IMAGE_EXTENSIONS, ImageDataset, ImageOptions, MediaDataset, VideoDataset,
                                    VideoOptions, build_dataset, check_samples, collate, find_samples, infer_kind,
-                                   read_classes_file, read_list_file, scan_class_folders, worker_context)
+                                   make_loader, read_classes_file, read_list_file, scan_class_folders, worker_context)
 from swinkit.data.sampling import FrameSampler, sample_frames, uniform_sample
 from swinkit.data.synthetic import (DEFAULT_MOTION_CLASSES, MOTION_CLASSES, SHAPE_CLASSES, make_dataset,
                                     make_image_dataset)
@@ -23,7 +23,7 @@ from swinkit.data.video import (VIDEO_EXTENSIONS, DecodeTimeout, VideoReader, co
 __all__ = [
     "IMAGE_EXTENSIONS", "ImageDataset", "ImageOptions", "MediaDataset", "VideoDataset", "VideoOptions",
     "build_dataset", "check_samples", "collate", "find_samples", "infer_kind", "read_classes_file",
-    "read_list_file", "scan_class_folders", "worker_context",
+    "read_list_file", "scan_class_folders", "worker_context", "make_loader",
     "FrameSampler", "sample_frames", "uniform_sample",
     "DEFAULT_MOTION_CLASSES", "MOTION_CLASSES", "SHAPE_CLASSES", "make_dataset", "make_image_dataset",
     "IMAGENET_MEAN", "IMAGENET_STD", "CenterCrop", "Compose", "Flip", "ImageCenterCrop", "ImageRandomResizedCrop",

@@ -276,6 +276,14 @@ def collate(batch: Sequence[dict]) -> dict:
     }
 
 
+def make_loader(dataset, batch_size: int, num_workers: int = 0, collate_fn: Callable = collate,
+                **options) -> torch.utils.data.DataLoader:
+    """A DataLoader over dataset items, batched by ``collate_fn``, its workers started as
+    :func:`worker_context` says; ``options`` go to the DataLoader (sampler, shuffle, drop_last, ...)."""
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_fn,
+                                       multiprocessing_context=worker_context(num_workers), **options)
+
+
 # build_dataset --------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)

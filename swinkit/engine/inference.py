@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
+from swinkit.data.datasets import make_loader
 from swinkit.engine import amp
 from swinkit.engine.evaluate import forward_views, num_spatial_dims
 
@@ -48,13 +49,6 @@ def files_dataset(files: list[str], kind: str, split: str, classes: list[str], d
         return build_dataset(folder, list_file, kind=kind, split=split, classes=classes or ["0"], **data_options)
 
 
-def _loader(dataset, batch_size: int, num_workers: int):
-    from swinkit.data import collate, worker_context
-
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                                       collate_fn=collate, multiprocessing_context=worker_context(num_workers))
-
-
 @torch.no_grad()
 def predict(model: nn.Module, dataset, classes: list[str], topk: int = 5, average: str = "prob",
             max_views_per_batch: int = 4, batch_size: int = 1, num_workers: int = 0, precision: str = "fp32",
@@ -67,7 +61,7 @@ def predict(model: nn.Module, dataset, classes: list[str], topk: int = 5, averag
     spatial_dims = num_spatial_dims(model)
     model.eval()
     results = []
-    for batch in tqdm(_loader(dataset, batch_size, num_workers), desc="predict", disable=None if progress else True, leave=False):
+    for batch in tqdm(make_loader(dataset, batch_size, num_workers), desc="predict", disable=None if progress else True, leave=False):
         results += [{"path": path, "error": error} for path, error in batch["skipped"]]
         if batch["inputs"] is None:
             continue
@@ -115,7 +109,7 @@ def extract_features(model: nn.Module, dataset, stages: list[int] | None = None,
     chunks: dict[str, list[torch.Tensor]] = {}
     paths: list[str] = []
     skipped: list[tuple[str, str]] = []
-    for batch in tqdm(_loader(dataset, batch_size, num_workers), desc="extract", disable=None if progress else True, leave=False):
+    for batch in tqdm(make_loader(dataset, batch_size, num_workers), desc="extract", disable=None if progress else True, leave=False):
         skipped += batch["skipped"]
         if batch["inputs"] is None:
             continue

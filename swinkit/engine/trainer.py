@@ -17,10 +17,10 @@ from typing import Callable
 import torch
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from swinkit.data.datasets import worker_context
+from swinkit.data.datasets import make_loader
 from swinkit.engine import amp, distributed
 from swinkit.engine.config import TrainConfig
 from swinkit.engine.curves import plot_curves, write_jsonl
@@ -127,18 +127,15 @@ class Trainer:
                              f"process(es) = {self.global_batch}); lower --batch-size or --accum-steps")
         # Seeds the DataLoader's worker base seed, so creating a loader never draws from the global RNG.
         self.loader_generator = torch.Generator()
-        # workers start from the forkserver (see worker_context); not persistent: each epoch's workers
-        # take the dataset with that epoch's set_epoch
-        workers = dict(num_workers=cfg.num_workers, multiprocessing_context=worker_context(cfg.num_workers))
-        self.train_loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=self.sampler,
-                                       collate_fn=collate_fn, drop_last=True, generator=self.loader_generator,
-                                       pin_memory=self.device.type == "cuda", **workers)
+        # workers are not persistent: each epoch's workers take the dataset with that epoch's set_epoch
+        self.train_loader = make_loader(train_set, cfg.batch_size, cfg.num_workers, collate_fn, sampler=self.sampler,
+                                        drop_last=True, generator=self.loader_generator,
+                                        pin_memory=self.device.type == "cuda")
         self.val_loader = None
         if val_set is not None and len(val_set) > 0:
-            self.val_loader = DataLoader(val_set, batch_size=cfg.batch_size,
-                                         sampler=ShardSampler(len(val_set), self.rank, self.world_size),
-                                         collate_fn=collate_fn, generator=torch.Generator().manual_seed(cfg.seed),
-                                         **workers)
+            self.val_loader = make_loader(val_set, cfg.batch_size, cfg.num_workers, collate_fn,
+                                          sampler=ShardSampler(len(val_set), self.rank, self.world_size),
+                                          generator=torch.Generator().manual_seed(cfg.seed))
 
     def _build_optimisation(self) -> None:
         """AdamW groups, the schedule over all epochs, GradScaler (fp16), EMA and the target mixer."""

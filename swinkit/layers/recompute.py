@@ -29,6 +29,15 @@ def use_recompute_functions(x: torch.Tensor) -> bool:
     return torch.is_grad_enabled() and not torch.compiler.is_compiling() and not autocast_enabled(x)
 
 
+def layer_norm_again(x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, weight: torch.Tensor | None,
+                     bias: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The LayerNorm output of x (..., C) rebuilt from its saved row statistics, into ``out`` if given."""
+    normed = torch.sub(x, mean, out=out).mul_(rstd) if out is not None else (x - mean).mul_(rstd)
+    if weight is not None:
+        normed.mul_(weight)
+    return normed if bias is None else normed.add_(bias)
+
+
 def layer_norm_linear(x: torch.Tensor, norm: nn.LayerNorm, linear: nn.Linear) -> torch.Tensor:
     """``linear(norm(x))``; with autograd on, the normalised x is recomputed in backward, not kept."""
     if use_recompute_functions(x) and norm.elementwise_affine:
@@ -55,13 +64,7 @@ class LayerNormLinear(torch.autograd.Function):
         grad_rows = grad_out.reshape(-1, grad_out.shape[-1])
         grad_weight = grad_bias = None
         if ctx.needs_input_grad[3]:
-            normed = (x - mean).mul_(rstd)
-            if norm_weight is not None:
-                normed.mul_(norm_weight)
-            if norm_bias is not None:
-                normed.add_(norm_bias)
-            grad_weight = grad_rows.t().mm(normed.reshape(-1, channels))
-            del normed
+            grad_weight = grad_rows.t().mm(layer_norm_again(x, mean, rstd, norm_weight, norm_bias).reshape(-1, channels))
         if ctx.has_bias and ctx.needs_input_grad[4]:
             grad_bias = grad_rows.sum(0)
         grad_normed = grad_out.matmul(weight)
@@ -128,12 +131,8 @@ class NormMlp(torch.autograd.Function):
         grad_hidden = torch.mm(grad_rows, fc2_weight, out=hidden)  # the GELU output is no longer needed
         torch.ops.aten.gelu_backward.grad_input(grad_hidden, pre, approximate=ctx.approximate, grad_input=grad_hidden)
         if needs[3]:
-            normed = torch.sub(rows, mean, out=_scratch(ctx.workspace, "mlp_normed", tuple(rows.shape), rows))
-            normed.mul_(rstd)
-            if norm_weight is not None:
-                normed.mul_(norm_weight)
-            if norm_bias is not None:
-                normed.add_(norm_bias)
+            normed = layer_norm_again(rows, mean, rstd, norm_weight, norm_bias,
+                                      out=_scratch(ctx.workspace, "mlp_normed", tuple(rows.shape), rows))
             grad_fc1_weight = grad_hidden.t().mm(normed)
         if ctx.has_bias[0] and needs[4]:
             grad_fc1_bias = grad_hidden.sum(0)

@@ -189,11 +189,7 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor | None, out: torch.Tensor
     batch, tokens, channels = x.shape
     if index.device != x.device:
         index = index.to(x.device)
-    if batch == 1:
-        if out is None:
-            return x[0].index_select(0, index).unsqueeze(0)
-        return torch.index_select(x[0], 0, index, out=out[0]).unsqueeze(0)
-    rows = ((torch.arange(batch, device=x.device) * tokens)[:, None] + index).reshape(-1)
+    rows = index if batch == 1 else ((torch.arange(batch, device=x.device) * tokens)[:, None] + index).reshape(-1)
     flat = x.reshape(batch * tokens, channels)
     if out is None:
         return flat.index_select(0, rows).view(batch, tokens, channels)
