@@ -120,7 +120,7 @@ def test_shunted_inplace_inference_equals_the_autograd_path(samples_per_group, m
         torch.testing.assert_close(f, s.detach(), atol=1e-12, rtol=0)
 
 
-def _plain_attention(q, k, v, bias, scale):
+def _plain_attention(q, k, v, bias, scale, rebuild=None):
     count, heads, tokens, _ = q.shape
     groups = bias.shape[0] if bias.dim() == 4 else 1
     logits = (q * scale) @ k.transpose(-2, -1)
@@ -135,7 +135,7 @@ class _Plain:
         apply = staticmethod(_plain_attention)
 
     class NormMlp:
-        apply = staticmethod(lambda x, nw, nb, w1, b1, w2, b2, eps, approximate, workspace: F.linear(
+        apply = staticmethod(lambda x, nw, nb, w1, b1, w2, b2, eps, approximate, workspace, keep_hidden=True: F.linear(
             F.gelu(F.linear(F.layer_norm(x, (x.shape[-1],), nw, nb, eps), w1, b1), approximate=approximate), w2, b2))
 
     class LayerNormLinear:
@@ -143,9 +143,17 @@ class _Plain:
 
 
 @pytest.mark.parametrize("name,overrides,shape", CASES[:3])
-def test_training_gradients_equal_plain_autograd(name, overrides, shape, monkeypatch):
+@pytest.mark.parametrize("flipped", [False, True])
+def test_training_gradients_equal_plain_autograd(name, overrides, shape, flipped, monkeypatch):
+    """``flipped``: every block's keep_mlp_hidden the other way round, and the attention backward
+    two windows at a time (groups smaller than a sample's windows)."""
     model, x = _pair(name, {**overrides, "drop_path_rate": 0.0, "head_drop_rate": 0.0}, shape)
     model.train()
+    if flipped:
+        monkeypatch.setattr(window_attention, "BACKWARD_CHUNK_ELEMENTS", 2 * 2 * 32 ** 2)
+        for stage in model.layers:
+            for block in stage.blocks:
+                block.keep_mlp_hidden = not block.keep_mlp_hidden
     weights = torch.randn(shape[0], 7, dtype=torch.float64)
 
     def grads():
@@ -170,11 +178,15 @@ def test_training_gradients_equal_plain_autograd(name, overrides, shape, monkeyp
 
 
 @pytest.mark.parametrize("bias_shape", [(2, 3, 3), (2, 2, 3, 3)])
-def test_autograd_functions_gradcheck(bias_shape):
+@pytest.mark.parametrize("windows_per_group", [1, 2, 4])
+def test_autograd_functions_gradcheck(bias_shape, windows_per_group, monkeypatch):
+    monkeypatch.setattr(window_attention, "BACKWARD_CHUNK_ELEMENTS", windows_per_group * 2 * 3 * 3)
     torch.manual_seed(0)
     q, k, v = (torch.randn(4, 2, 3, 2, dtype=torch.float64, requires_grad=True) for _ in range(3))
     bias = torch.randn(*bias_shape, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda *a: BiasedWindowAttention.apply(*a, 0.5), (q, k, v, bias), fast_mode=True)
+    rebuilt = lambda *a: BiasedWindowAttention.apply(*a, 0.5, lambda: a[3].detach())  # noqa: E731
+    assert torch.autograd.gradcheck(rebuilt, (q, k, v, bias), fast_mode=True)
     with torch.no_grad():
         torch.testing.assert_close(window_sdpa(q, k, v, bias, 0.5), _plain_attention(q, k, v, bias, 0.5))
     x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
@@ -184,10 +196,29 @@ def test_autograd_functions_gradcheck(bias_shape):
     assert torch.autograd.gradcheck(lambda *a: LayerNormLinear.apply(*a, 1e-5), (x, norm_w, norm_b, w, b))
     w2, b2 = (t.detach().clone().requires_grad_() for t in (w.t()[:3], b))
     workspace = Workspace()
-    for approximate, scratch in (("none", None), ("tanh", workspace), ("none", workspace)):
-        assert torch.autograd.gradcheck(lambda *a: NormMlp.apply(*a, 1e-5, approximate, scratch),
+    for approximate, scratch, keep_hidden in (("none", None, True), ("tanh", workspace, True), ("none", workspace, True),
+                                              ("none", None, False), ("tanh", workspace, False)):
+        assert torch.autograd.gradcheck(lambda *a: NormMlp.apply(*a, 1e-5, approximate, scratch, keep_hidden),
                                         (x, norm_w, norm_b, w, b, w2, b2))
     assert workspace._buffers()  # the scratch buffers were used
+
+
+def test_training_keeps_no_attention_bias_and_refuses_a_changed_table():
+    """The (nW, nH, N, N) bias + mask is rebuilt in backward, not saved; like a saved tensor, the
+    rebuild refuses to run after the table was changed in place."""
+    model = swinkit.create_model("swin_t", **SMALL_2D).train()
+    x = torch.randn(2, 3, 32, 32)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
+        out = model(x)
+    assert saved and not [s for s in saved if len(s) >= 3 and s[-2:] == (16, 16) and s[-3] == 2]  # (.., nH, N, N)
+    out.sum().backward()
+    assert model.layers[0].blocks[1].attn.relative_position_bias_table.grad.abs().sum() > 0
+    out = model(x)
+    with torch.no_grad():
+        model.layers[0].blocks[1].attn.relative_position_bias_table.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified in place"):
+        out.sum().backward()
 
 
 def test_norm_mlp_with_frozen_parameters_matches_plain_autograd():
@@ -196,7 +227,7 @@ def test_norm_mlp_with_frozen_parameters_matches_plain_autograd():
     args = [torch.randn(*shape, dtype=torch.float64) for shape in ((2, 5, 4), (4,), (4,), (6, 4), (6,), (3, 6), (3,))]
     for frozen in ({1, 2}, {3, 4}, {5, 6}, {0}):
         leaves = [a.clone().requires_grad_(i not in frozen) for i, a in enumerate(args)]
-        NormMlp.apply(*leaves, 1e-5, "none", Workspace()).square().sum().backward()
+        NormMlp.apply(*leaves, 1e-5, "none", Workspace(), bool(len(frozen) % 2)).square().sum().backward()
         plain = [a.clone().requires_grad_(i not in frozen) for i, a in enumerate(args)]
         _Plain.NormMlp.apply(*plain, 1e-5, "none", None).square().sum().backward()
         for i, (fast, ref) in enumerate(zip(leaves, plain)):

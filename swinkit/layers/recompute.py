@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from swinkit.layers.mlp import Mlp
-from swinkit.layers.workspace import Workspace
+from swinkit.layers.workspace import Workspace, affine_into
 
 
 def autocast_enabled(x: torch.Tensor) -> bool:
@@ -74,14 +74,16 @@ class LayerNormLinear(torch.autograd.Function):
         return grad_x, grad_norm_weight, grad_norm_bias, grad_weight, grad_bias, None
 
 
-def norm_mlp(norm: nn.LayerNorm, mlp: Mlp, x: torch.Tensor, workspace: Workspace | None = None) -> torch.Tensor:
-    """``mlp(norm(x))``; with autograd on, only x, its row statistics and the fc1 output are kept for
-    backward (the normalised x and the GELU output are recomputed), and the hidden-sized temporaries
-    of forward and backward are written into ``workspace`` scratch buffers when one is given."""
+def norm_mlp(norm: nn.LayerNorm, mlp: Mlp, x: torch.Tensor, workspace: Workspace | None = None,
+             keep_hidden: bool = True) -> torch.Tensor:
+    """``mlp(norm(x))``; with autograd on, only x, its row statistics and (with ``keep_hidden``) the
+    fc1 output are kept for backward (the rest is recomputed: the normalised x, the GELU output and,
+    without ``keep_hidden``, fc1 itself), and the hidden-sized temporaries of forward and backward
+    are written into ``workspace`` scratch buffers when one is given."""
     act = mlp.act
     if use_recompute_functions(x) and isinstance(act, nn.GELU) and mlp.drop.p == 0.0 and norm.elementwise_affine:
         return NormMlp.apply(x, norm.weight, norm.bias, mlp.fc1.weight, mlp.fc1.bias, mlp.fc2.weight, mlp.fc2.bias,
-                             norm.eps, act.approximate, workspace)
+                             norm.eps, act.approximate, workspace, keep_hidden)
     return mlp(norm(x))
 
 
@@ -92,37 +94,49 @@ def _scratch(workspace: Workspace | None, slot: str, shape: tuple[int, ...], lik
 class NormMlp(torch.autograd.Function):
     """fc2(gelu(fc1(layer_norm(x)))) over the last axis: (..., C) -> (..., C_out).
 
-    Saves x, the row statistics and the fc1 output. The GELU output (forward) and the recomputed
-    GELU output, then the hidden gradient in its place (backward), live in one ``workspace`` slot:
-    on CPU a fresh hidden-sized tensor per call costs a page fault per 4 KiB.
+    Saves x, the row statistics and, with ``keep_hidden``, the fc1 output (else backward computes
+    fc1 again: one more matrix product for 4x fewer saved elements per token). The GELU output
+    (forward) and the recomputed GELU output, then the hidden gradient in its place (backward), live
+    in one ``workspace`` slot: on CPU a fresh hidden-sized tensor per call costs a page fault per 4 KiB.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, norm_weight: torch.Tensor, norm_bias: torch.Tensor | None,
                 fc1_weight: torch.Tensor, fc1_bias: torch.Tensor | None, fc2_weight: torch.Tensor,
                 fc2_bias: torch.Tensor | None, eps: float, approximate: str,
-                workspace: Workspace | None) -> torch.Tensor:
+                workspace: Workspace | None, keep_hidden: bool = True) -> torch.Tensor:
         channels = x.shape[-1]
         rows = x.reshape(-1, channels)
         normed, mean, rstd = torch.native_layer_norm(rows, (channels,), norm_weight, norm_bias, eps)
-        pre = F.linear(normed, fc1_weight, fc1_bias)
+        if keep_hidden:
+            pre = F.linear(normed, fc1_weight, fc1_bias)
+        else:
+            pre = affine_into(_scratch(workspace, "mlp_pre", (rows.shape[0], fc1_weight.shape[0]), rows),
+                               normed, fc1_weight, fc1_bias)
         del normed
         hidden = torch._C._nn.gelu(pre, approximate=approximate,
                                    out=_scratch(workspace, "mlp_hidden", tuple(pre.shape), pre))
         out = F.linear(hidden, fc2_weight, fc2_bias)
-        ctx.save_for_backward(x, mean, rstd, pre, norm_weight, norm_bias, fc1_weight, fc2_weight)
+        ctx.save_for_backward(x, mean, rstd, pre if keep_hidden else None, norm_weight, norm_bias, fc1_weight,
+                              fc1_bias if not keep_hidden else None, fc2_weight)
         ctx.approximate, ctx.workspace = approximate, workspace
         ctx.has_bias = (fc1_bias is not None, fc2_bias is not None)
         return out.view(*x.shape[:-1], out.shape[-1])
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        x, mean, rstd, pre, norm_weight, norm_bias, fc1_weight, fc2_weight = ctx.saved_tensors
+        x, mean, rstd, pre, norm_weight, norm_bias, fc1_weight, fc1_bias, fc2_weight = ctx.saved_tensors
         needs = ctx.needs_input_grad
         channels = x.shape[-1]
         rows = x.reshape(-1, channels)
         grad_rows = grad_out.reshape(-1, grad_out.shape[-1])
-        hidden = _scratch(ctx.workspace, "mlp_hidden", tuple(pre.shape), pre)
+        hidden_shape = (rows.shape[0], fc1_weight.shape[0])
+        normed = None
+        if pre is None:  # fc1 again, from the normalised x rebuilt from its statistics
+            normed = layer_norm_again(rows, mean, rstd, norm_weight, norm_bias,
+                                      out=_scratch(ctx.workspace, "mlp_normed", tuple(rows.shape), rows))
+            pre = affine_into(_scratch(ctx.workspace, "mlp_pre", hidden_shape, rows), normed, fc1_weight, fc1_bias)
+        hidden = _scratch(ctx.workspace, "mlp_hidden", hidden_shape, pre)
         grad_fc1_weight = grad_fc1_bias = grad_fc2_weight = grad_fc2_bias = None
         if needs[5]:
             grad_fc2_weight = grad_rows.t().mm(torch._C._nn.gelu(pre, approximate=ctx.approximate, out=hidden))
@@ -130,12 +144,15 @@ class NormMlp(torch.autograd.Function):
             grad_fc2_bias = grad_rows.sum(0)
         grad_hidden = torch.mm(grad_rows, fc2_weight, out=hidden)  # the GELU output is no longer needed
         torch.ops.aten.gelu_backward.grad_input(grad_hidden, pre, approximate=ctx.approximate, grad_input=grad_hidden)
+        del pre
         if needs[3]:
-            normed = layer_norm_again(rows, mean, rstd, norm_weight, norm_bias,
-                                      out=_scratch(ctx.workspace, "mlp_normed", tuple(rows.shape), rows))
+            if normed is None:
+                normed = layer_norm_again(rows, mean, rstd, norm_weight, norm_bias,
+                                          out=_scratch(ctx.workspace, "mlp_normed", tuple(rows.shape), rows))
             grad_fc1_weight = grad_hidden.t().mm(normed)
         if ctx.has_bias[0] and needs[4]:
             grad_fc1_bias = grad_hidden.sum(0)
+        del normed
         grad_normed = torch.mm(grad_hidden, fc1_weight,
                                out=_scratch(ctx.workspace, "mlp_normed", tuple(rows.shape), rows))
         grad_x, grad_norm_weight, grad_norm_bias = torch.ops.aten.native_layer_norm_backward(
@@ -143,4 +160,5 @@ class NormMlp(torch.autograd.Function):
         if grad_x is not None:
             grad_x = grad_x.view(x.shape)
         return (grad_x, grad_norm_weight, grad_norm_bias, grad_fc1_weight, grad_fc1_bias, grad_fc2_weight,
-                grad_fc2_bias, None, None, None)
+                grad_fc2_bias, None, None, None, None)
+

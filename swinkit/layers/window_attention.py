@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from swinkit.layers.recompute import layer_norm_linear, use_recompute_functions
-from swinkit.layers.windows import relative_position_index
+from swinkit.layers.windows import relative_position_index, sliced_relative_position_index
 
 
 class WindowAttention(nn.Module):
@@ -41,8 +42,7 @@ class WindowAttention(nn.Module):
     def bias_index(self, window: tuple[int, ...]) -> torch.Tensor:
         """(N, N) table rows used for ``window``."""
         if self.sliced_index:
-            tokens = math.prod(window)
-            return relative_position_index(self.table_window)[:tokens, :tokens]
+            return sliced_relative_position_index(self.table_window, math.prod(window))
         return relative_position_index(window, self.table_window)
 
     def relative_bias(self, window: tuple[int, ...]) -> torch.Tensor:
@@ -62,8 +62,13 @@ class WindowAttention(nn.Module):
         """
         table = self.relative_position_bias_table
         dtype = dtype or table.dtype
-        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        if torch.compiler.is_compiling():
             return self._build_bias(window, shift_mask, dtype)
+        if torch.is_grad_enabled():
+            bias = self._build_bias(window, shift_mask, dtype)
+            if bias.requires_grad:  # BiasedWindowAttention rebuilds it in backward instead of keeping it
+                bias._swinkit_rebuild = BiasRebuild(self, window, shift_mask, dtype)
+            return bias
         key = (tuple(window), None if shift_mask is None else (id(shift_mask), shift_mask.shape), dtype,
                table.device, table.data_ptr(), table._version)
         cache = self._bias_cache
@@ -77,6 +82,7 @@ class WindowAttention(nn.Module):
 
     def _build_bias(self, window: tuple[int, ...], shift_mask: torch.Tensor | None,
                     dtype: torch.dtype) -> torch.Tensor:
+        """:meth:`attention_bias` built anew, with autograd reaching the table when it is on."""
         bias = self.relative_bias(window)
         if shift_mask is not None:
             bias = bias.unsqueeze(0) + shift_mask.unsqueeze(1).to(bias.dtype)
@@ -109,7 +115,7 @@ class WindowAttention(nn.Module):
         if dropout > 0.0:
             out = window_sdpa(q, k, v, bias, self.scale, dropout)
         elif _recompute_in_backward(q, bias):
-            out = BiasedWindowAttention.apply(q, k, v, bias, self.scale)
+            out = BiasedWindowAttention.apply(q, k, v, bias, self.scale, getattr(bias, "_swinkit_rebuild", None))
         else:
             out = window_sdpa(q, k, v, bias, self.scale)
         return out.reshape(count, tokens, self.num_heads * self.head_dim)
@@ -149,40 +155,101 @@ def window_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.T
         for i in range(0, count, step)])
 
 
+def window_groups(count: int, attn_bias: torch.Tensor, max_windows: int):
+    """Split ``count`` windows (sample-major) into groups of at most ``max_windows`` (at least one).
+
+    Yields (first window, end window, bias for the group). A per-window bias (nW, nH, N, N) is
+    sliced to the group's windows; groups never straddle two samples unless they hold whole ones.
+    """
+    want = max(1, max_windows)
+    if attn_bias.dim() == 4:
+        per_sample = attn_bias.shape[0]
+        if want >= per_sample:
+            want = want // per_sample * per_sample
+        else:
+            want = max(d for d in range(1, want + 1) if per_sample % d == 0)
+    for first in range(0, count, want):
+        last = min(first + want, count)
+        bias = attn_bias
+        if attn_bias.dim() == 4 and want < attn_bias.shape[0]:
+            offset = first % attn_bias.shape[0]
+            bias = attn_bias[offset:offset + want]
+        yield first, last, bias
+
+
+BACKWARD_CHUNK_ELEMENTS = 1 << 20  # attention-matrix elements per group of windows in the attention backward
+
+
+class BiasRebuild:
+    """Rebuilds a :meth:`WindowAttention.attention_bias` result from the current table, without
+    autograd, so that backward need not keep the (nW, nH, N, N) bias alive from forward to backward.
+
+    Like a saved tensor, it refuses to run once the table has been modified in place.
+    """
+
+    def __init__(self, attn: WindowAttention, window: tuple[int, ...], shift_mask: torch.Tensor | None,
+                 dtype: torch.dtype):
+        self.attn, self.window, self.shift_mask, self.dtype = attn, tuple(window), shift_mask, dtype
+        self.table = attn.relative_position_bias_table
+        self.version = self.table._version
+
+    def __call__(self) -> torch.Tensor:
+        if self.attn.relative_position_bias_table is not self.table or self.table._version != self.version:
+            raise RuntimeError("the relative position bias table was modified in place (or replaced) between "
+                               "forward and backward; the attention bias cannot be rebuilt for the gradient")
+        with torch.no_grad():
+            return self.attn._build_bias(self.window, self.shift_mask, self.dtype)
+
+
 class BiasedWindowAttention(torch.autograd.Function):
     """:func:`window_sdpa` whose backward recomputes the attention weights from q, k, v and the bias.
 
     It saves no (windows, heads, N, N) tensor and returns the gradient of the bias (summed over
-    the batch), which the fused CPU kernels do not provide.
+    the batch), which the fused CPU kernels do not provide. With ``rebuild`` (a callable giving
+    the bias again) it does not keep the bias either.
     """
 
     @staticmethod
     def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
-                scale: float) -> torch.Tensor:
-        ctx.save_for_backward(q, k, v, bias)
-        ctx.scale = scale
+                scale: float, rebuild: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
+        if rebuild is None:
+            ctx.save_for_backward(q, k, v, bias)
+        else:
+            ctx.save_for_backward(q, k, v)
+        ctx.scale, ctx.rebuild = scale, rebuild
         # detached: PyTorch picks its fused kernel only for inputs that do not require grad
         return window_sdpa(q.detach(), k.detach(), v.detach(), bias.detach(), scale)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        q, k, v, bias = ctx.saved_tensors
+        if ctx.rebuild is None:
+            q, k, v, bias = ctx.saved_tensors
+        else:
+            (q, k, v), bias = ctx.saved_tensors, ctx.rebuild()
         scale = ctx.scale
         count, heads, tokens, _ = q.shape
-        groups = bias.shape[0] if bias.dim() == 4 else 1  # windows per sample with their own bias
         grad_out = grad_out.transpose(1, 2)  # (B * nW, nH, N, hd)
-        logits = torch.matmul(q, k.transpose(-2, -1)).mul_(scale)
-        logits = logits.view(-1, groups, heads, tokens, tokens).add_(bias).view(count, heads, tokens, tokens)
-        probs = torch.softmax(logits, dim=-1)
-        del logits
-        grad_v = torch.matmul(probs.transpose(-2, -1), grad_out)
-        grad_probs = torch.matmul(grad_out, v.transpose(-2, -1))
-        grad_logits = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
-        del grad_probs, probs
-        grad_bias = None
-        if ctx.needs_input_grad[3]:
-            grad_bias = grad_logits.view(-1, groups, heads, tokens, tokens).sum(0)
-            grad_bias = grad_bias.view(bias.shape) if bias.dim() == 4 else grad_bias[0]
-        grad_q = torch.matmul(grad_logits, k).mul_(scale)
-        grad_k = torch.matmul(grad_logits.transpose(-2, -1), q).mul_(scale)
-        return grad_q, grad_k, grad_v, grad_bias, None
+        grad_q, grad_k, grad_v = (torch.empty(q.shape, dtype=q.dtype, device=q.device) for _ in range(3))
+        grad_bias = torch.zeros_like(bias) if ctx.needs_input_grad[3] else None
+        # a few windows at a time: the recomputed (windows, nH, N, N) tensors stay small
+        for first, last, group_bias in window_groups(count, bias, BACKWARD_CHUNK_ELEMENTS // (heads * tokens * tokens)):
+            qs, ks, vs, grads = q[first:last], k[first:last], v[first:last], grad_out[first:last]
+            groups = group_bias.shape[0] if group_bias.dim() == 4 else 1  # windows per sample with their own bias
+            logits = torch.matmul(qs, ks.transpose(-2, -1)).mul_(scale)
+            logits.view(-1, groups, heads, tokens, tokens).add_(group_bias)
+            probs = torch.softmax(logits, dim=-1)
+            del logits
+            torch.matmul(probs.transpose(-2, -1), grads, out=grad_v[first:last])
+            grad_probs = torch.matmul(grads, vs.transpose(-2, -1))
+            grad_logits = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
+            del grad_probs, probs
+            if grad_bias is not None:
+                summed = grad_logits.view(-1, groups, heads, tokens, tokens).sum(0)
+                if bias.dim() == 3:
+                    grad_bias += summed[0]
+                else:
+                    offset = first % bias.shape[0]
+                    grad_bias[offset:offset + groups] += summed
+            torch.matmul(grad_logits, ks, out=grad_q[first:last]).mul_(scale)
+            torch.matmul(grad_logits.transpose(-2, -1), qs, out=grad_k[first:last]).mul_(scale)
+        return grad_q, grad_k, grad_v, grad_bias, None, None

@@ -82,6 +82,20 @@ def relative_position_index(window: tuple[int, ...], table_window: tuple[int, ..
     return _relative_position_index(window, table_window)
 
 
+def sliced_relative_position_index(table_window: tuple[int, ...], tokens: int) -> torch.Tensor:
+    """The official Video Swin index for windows of ``tokens`` tokens: the table window's own
+    (N, N) index cut to ``[:tokens, :tokens]`` (not geometric when the window was clamped)."""
+    table_window = tuple(int(w) for w in table_window)
+    if torch.compiler.is_compiling():
+        return _relative_position_index.__wrapped__(table_window, table_window)[:tokens, :tokens]
+    return _sliced_index(table_window, tokens)
+
+
+@_cached(64)
+def _sliced_index(table_window: tuple[int, ...], tokens: int) -> torch.Tensor:
+    return _relative_position_index(table_window, table_window)[:tokens, :tokens].contiguous()
+
+
 @_cached(128)
 def _region_labels(grid: tuple[int, ...], window: tuple[int, ...], shift: tuple[int, ...]) -> torch.Tensor:
     labels = torch.zeros(grid, dtype=torch.int64)

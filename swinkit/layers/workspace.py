@@ -55,9 +55,14 @@ class Workspace:
 
 def linear_into(out: torch.Tensor, x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     """``out[:] = linear(x)`` for x (n, C_in), out (n, C_out). Returns ``out``."""
-    if linear.bias is None:
-        return torch.mm(x, linear.weight.t(), out=out)
-    return torch.addmm(linear.bias, x, linear.weight.t(), out=out)
+    return affine_into(out, x, linear.weight, linear.bias)
+
+
+def affine_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``out[:] = F.linear(x, weight, bias)`` for x (n, C_in), out (n, C_out). Returns ``out``."""
+    if bias is None:
+        return torch.mm(x, weight.t(), out=out)
+    return torch.addmm(bias, x, weight.t(), out=out)
 
 
 def linear_add_(acc: torch.Tensor, x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:

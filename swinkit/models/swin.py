@@ -23,7 +23,7 @@ from swinkit.layers.merging import PatchMerging
 from swinkit.layers.mlp import Mlp
 from swinkit.layers.patch_embed import PatchEmbed
 from swinkit.layers.recompute import autocast_dtype, autocast_enabled, norm_mlp
-from swinkit.layers.window_attention import WindowAttention
+from swinkit.layers.window_attention import WindowAttention, window_groups
 from swinkit.layers.workspace import Workspace, linear_add_, linear_into
 from swinkit.layers.windows import (gather_tokens, layout_change, padded_size, shifted_window_mask,
                                     window_partition, window_reverse)
@@ -110,7 +110,8 @@ class SwinBlock(nn.Module):
     """Pre-norm block: x + DropPath(W-MSA/SW-MSA(LN(x))), then x + DropPath(MLP(LN(x))). x (B, *grid, C)."""
 
     def __init__(self, dim: int, num_heads: int, table_window: tuple[int, ...], rules: CompatRules,
-                 mlp_ratio: float, qkv_bias: bool, drop: float, attn_drop: float, drop_path: float):
+                 mlp_ratio: float, qkv_bias: bool, drop: float, attn_drop: float, drop_path: float,
+                 keep_mlp_hidden: bool = True):
         super().__init__()
         self.rules = rules
         self.norm1 = nn.LayerNorm(dim)
@@ -119,6 +120,7 @@ class SwinBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+        self.keep_mlp_hidden = keep_mlp_hidden  # training: keep the fc1 output for backward (False: compute it again)
 
     def forward(self, x: torch.Tensor, window: tuple[int, ...], shift: tuple[int, ...],
                 shift_mask: torch.Tensor | None) -> torch.Tensor:
@@ -170,12 +172,12 @@ class SwinBlock(nn.Module):
         if in_place:
             rows = x.view(batch * length, channels)
             limit = max(tokens, CHUNK_ELEMENTS // self.mlp.fc1.out_features) if x.device.type == "cpu" else rows.shape[0]
-            for start, stop, bias in _window_chunks(batch * (length // tokens), tokens, attn_bias, limit):
-                self._infer_rows(rows[start:stop], bias, tokens, workspace)
+            for first, last, bias in window_groups(batch * (length // tokens), attn_bias, limit // tokens):
+                self._infer_rows(rows[first * tokens:last * tokens], bias, tokens, workspace)
             return x
         h = self.attn.attend(x.view(batch * (length // tokens), tokens, channels), attn_bias, norm=self.norm1)
         x = x + self.drop_path(h.view(batch, length, channels))
-        return x + self.drop_path(norm_mlp(self.norm2, self.mlp, x, workspace))
+        return x + self.drop_path(norm_mlp(self.norm2, self.mlp, x, workspace, self.keep_mlp_hidden))
 
     def _infer_rows(self, rows: torch.Tensor, attn_bias: torch.Tensor, tokens: int, workspace: Workspace) -> None:
         """Inference on rows (n, C) holding whole windows: both residuals are added into ``rows``."""
@@ -192,41 +194,20 @@ class SwinBlock(nn.Module):
 CHUNK_ELEMENTS = 4096 * 384  # MLP hidden elements per group of windows in inference (Swin-T stage 1: 4096 tokens)
 
 
-def _window_chunks(count: int, tokens: int, attn_bias: torch.Tensor, limit: int):
-    """Split ``count`` windows (sample-major) into groups of about ``limit`` tokens.
-
-    Yields (first row, end row, bias for the group). A per-window bias (nW, nH, N, N) is
-    sliced to the group's windows; groups never straddle two samples unless they hold whole ones.
-    """
-    want = max(1, limit // tokens)
-    if attn_bias.dim() == 4:
-        per_sample = attn_bias.shape[0]
-        if want >= per_sample:
-            want = want // per_sample * per_sample
-        else:
-            want = max(d for d in range(1, want + 1) if per_sample % d == 0)
-    for first in range(0, count, want):
-        last = min(first + want, count)
-        bias = attn_bias
-        if attn_bias.dim() == 4 and want < attn_bias.shape[0]:
-            offset = first % attn_bias.shape[0]
-            bias = attn_bias[offset:offset + want]
-        yield first * tokens, last * tokens, bias
-
-
 class SwinStage(nn.Module):
     """``depth`` blocks alternating W-MSA and SW-MSA; the window plan and mask are made once per call."""
 
     def __init__(self, dim: int, depth: int, num_heads: int, window: tuple[int, ...], table_window: tuple[int, ...],
                  rules: CompatRules, mlp_ratio: float, qkv_bias: bool, drop: float, attn_drop: float,
-                 drop_paths: list[float]):
+                 drop_paths: list[float], keep_mlp_hidden: bool = True):
         super().__init__()
         self.window = tuple(window)  # window this stage is configured with (before clamping to a grid)
         self.rules = rules
         self.grad_checkpointing = False
         self.workspace = Workspace()  # scratch buffers; SwinTransformer gives all its stages one
         self.blocks = nn.ModuleList(
-            SwinBlock(dim, num_heads, table_window, rules, mlp_ratio, qkv_bias, drop, attn_drop, drop_paths[j])
+            SwinBlock(dim, num_heads, table_window, rules, mlp_ratio, qkv_bias, drop, attn_drop, drop_paths[j],
+                      keep_mlp_hidden)
             for j in range(depth))
 
     def train(self, mode: bool = True) -> "SwinStage":
@@ -345,9 +326,11 @@ class SwinTransformer(nn.Module):
             table_window = config.window_size
             if self.rules.table_from_img_size and stage_grids is not None:
                 table_window, _ = clamp_window(stage_grids[i], config.window_size, config.window_size, self.rules.clamp)
+            # training recomputes the first stage's MLP hidden map in backward: with the fewest
+            # channels it holds the most elements per multiply-add (measured: no slower, less memory)
             stage = SwinStage(dim, config.depths[i], config.num_heads[i], table_window, table_window, self.rules,
                               config.mlp_ratio, config.qkv_bias, config.drop_rate, config.attn_drop_rate,
-                              drop_paths[i])
+                              drop_paths[i], keep_mlp_hidden=i > 0)
             stage.downsample = PatchMerging(dim) if i < num_stages - 1 else None
             stage.workspace = self.layers[0].workspace if i else stage.workspace  # stages run one after another
             self.layers.append(stage)
