@@ -120,7 +120,7 @@ def test_shunted_inplace_inference_equals_the_autograd_path(samples_per_group, m
         torch.testing.assert_close(f, s.detach(), atol=1e-12, rtol=0)
 
 
-def _plain_attention(q, k, v, bias, scale, rebuild=None):
+def _plain_attention(q, k, v, bias, scale):
     count, heads, tokens, _ = q.shape
     groups = bias.shape[0] if bias.dim() == 4 else 1
     logits = (q * scale) @ k.transpose(-2, -1)
@@ -132,7 +132,8 @@ class _Plain:
     """Stand-ins for the memory-saving autograd functions: the same maths through plain autograd."""
 
     class Attention:
-        apply = staticmethod(_plain_attention)
+        apply = staticmethod(lambda qkv, bias, heads, scale, rebuild=None: _plain_attention(
+            *window_attention.split_heads(qkv, heads), bias, scale))
 
     class NormMlp:
         apply = staticmethod(lambda x, nw, nb, w1, b1, w2, b2, eps, approximate, workspace, keep_hidden=True: F.linear(
@@ -182,11 +183,13 @@ def test_training_gradients_equal_plain_autograd(name, overrides, shape, flipped
 def test_autograd_functions_gradcheck(bias_shape, windows_per_group, monkeypatch):
     monkeypatch.setattr(window_attention, "BACKWARD_CHUNK_ELEMENTS", windows_per_group * 2 * 3 * 3)
     torch.manual_seed(0)
-    q, k, v = (torch.randn(4, 2, 3, 2, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    qkv = torch.randn(4, 3, 3 * 2 * 2, dtype=torch.float64, requires_grad=True)  # 4 windows, 3 tokens, 2 heads of 2
     bias = torch.randn(*bias_shape, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda *a: BiasedWindowAttention.apply(*a, 0.5), (q, k, v, bias), fast_mode=True)
-    rebuilt = lambda *a: BiasedWindowAttention.apply(*a, 0.5, lambda: a[3].detach())  # noqa: E731
-    assert torch.autograd.gradcheck(rebuilt, (q, k, v, bias), fast_mode=True)
+    assert torch.autograd.gradcheck(lambda *a: BiasedWindowAttention.apply(*a, 2, 0.5), (qkv, bias), fast_mode=True)
+    rebuilt = lambda *a: BiasedWindowAttention.apply(*a, 2, 0.5, lambda: a[1].detach())  # noqa: E731
+    assert torch.autograd.gradcheck(rebuilt, (qkv, bias), fast_mode=True)
+    q, k, v = window_attention.split_heads(qkv.detach(), 2)
+    torch.testing.assert_close(BiasedWindowAttention.apply(qkv, bias, 2, 0.5), _plain_attention(q, k, v, bias, 0.5))
     with torch.no_grad():
         torch.testing.assert_close(window_sdpa(q, k, v, bias, 0.5), _plain_attention(q, k, v, bias, 0.5))
     x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)

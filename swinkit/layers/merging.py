@@ -5,6 +5,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from swinkit.layers.recompute import layer_norm_linear
+
 
 class PatchMerging(nn.Module):
     """(B, *lead, H, W, C) -> (B, *lead, ceil(H/2), ceil(W/2), out_dim).
@@ -25,4 +27,4 @@ class PatchMerging(nn.Module):
             x = F.pad(x, (0, 0, 0, width % 2, 0, height % 2))
         x = torch.cat([x[..., 0::2, 0::2, :], x[..., 1::2, 0::2, :],
                        x[..., 0::2, 1::2, :], x[..., 1::2, 1::2, :]], dim=-1)
-        return self.reduction(self.norm(x))
+        return layer_norm_linear(x, self.norm, self.reduction)  # training keeps x, not its normalised copy

@@ -108,24 +108,27 @@ class WindowAttention(nn.Module):
     def attend_qkv(self, qkv: torch.Tensor, attn_bias: torch.Tensor) -> torch.Tensor:
         """The attention itself, before the output projection: qkv (B * nW, N, 3C) -> (B * nW, N, C)."""
         count, tokens, _ = qkv.shape
-        qkv = qkv.view(count, tokens, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B * nW, nH, N, hd)
-        bias = attn_bias if attn_bias.dtype == q.dtype else attn_bias.to(q.dtype)
+        bias = attn_bias if attn_bias.dtype == qkv.dtype else attn_bias.to(qkv.dtype)
         dropout = self.attn_drop if self.training else 0.0
-        if dropout > 0.0:
-            out = window_sdpa(q, k, v, bias, self.scale, dropout)
-        elif _recompute_in_backward(q, bias):
-            out = BiasedWindowAttention.apply(q, k, v, bias, self.scale, getattr(bias, "_swinkit_rebuild", None))
+        if dropout == 0.0 and _recompute_in_backward(qkv, bias):
+            out = BiasedWindowAttention.apply(qkv, bias, self.num_heads, self.scale,
+                                              getattr(bias, "_swinkit_rebuild", None))
         else:
-            out = window_sdpa(q, k, v, bias, self.scale)
+            out = window_sdpa(*split_heads(qkv, self.num_heads), bias, self.scale, dropout)
         return out.reshape(count, tokens, self.num_heads * self.head_dim)
 
 
-def _recompute_in_backward(q: torch.Tensor, bias: torch.Tensor) -> bool:
+def split_heads(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """qkv (B * nW, N, 3C) -> q, k, v, each a (B * nW, nH, N, hd) view of it."""
+    count, tokens, channels3 = qkv.shape
+    return qkv.view(count, tokens, 3, num_heads, channels3 // (3 * num_heads)).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def _recompute_in_backward(qkv: torch.Tensor, bias: torch.Tensor) -> bool:
     """Use :class:`BiasedWindowAttention` on CPU in eager autograd: PyTorch's fused CPU kernel
     gives no gradient for the bias (its math fallback keeps every attention matrix). CUDA's
     memory-efficient kernel differentiates the bias itself."""
-    return use_recompute_functions(q) and q.device.type == "cpu" and (q.requires_grad or bias.requires_grad)
+    return use_recompute_functions(qkv) and qkv.device.type == "cpu" and (qkv.requires_grad or bias.requires_grad)
 
 
 def window_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float,
@@ -202,35 +205,39 @@ class BiasRebuild:
 
 
 class BiasedWindowAttention(torch.autograd.Function):
-    """:func:`window_sdpa` whose backward recomputes the attention weights from q, k, v and the bias.
+    """:func:`window_sdpa` on the heads of a qkv projection, whose backward recomputes the
+    attention weights: qkv (B * nW, N, 3C), bias (nH, N, N) or (nW, nH, N, N) -> (B * nW, N, nH, hd).
 
-    It saves no (windows, heads, N, N) tensor and returns the gradient of the bias (summed over
-    the batch), which the fused CPU kernels do not provide. With ``rebuild`` (a callable giving
-    the bias again) it does not keep the bias either.
+    It saves qkv only (no (windows, heads, N, N) tensor), returns the gradient of the bias (summed
+    over the batch), which the fused CPU kernels do not provide, and writes the q, k and v
+    gradients straight into one tensor laid out like qkv. With ``rebuild`` (a callable giving the
+    bias again) it does not keep the bias either.
     """
 
     @staticmethod
-    def forward(ctx, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
-                scale: float, rebuild: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(ctx, qkv: torch.Tensor, bias: torch.Tensor, num_heads: int, scale: float,
+                rebuild: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
         if rebuild is None:
-            ctx.save_for_backward(q, k, v, bias)
+            ctx.save_for_backward(qkv, bias)
         else:
-            ctx.save_for_backward(q, k, v)
-        ctx.scale, ctx.rebuild = scale, rebuild
+            ctx.save_for_backward(qkv)
+        ctx.num_heads, ctx.scale, ctx.rebuild = num_heads, scale, rebuild
         # detached: PyTorch picks its fused kernel only for inputs that do not require grad
-        return window_sdpa(q.detach(), k.detach(), v.detach(), bias.detach(), scale)
+        return window_sdpa(*split_heads(qkv.detach(), num_heads), bias.detach(), scale)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         if ctx.rebuild is None:
-            q, k, v, bias = ctx.saved_tensors
+            qkv, bias = ctx.saved_tensors
         else:
-            (q, k, v), bias = ctx.saved_tensors, ctx.rebuild()
+            (qkv,), bias = ctx.saved_tensors, ctx.rebuild()
         scale = ctx.scale
+        q, k, v = split_heads(qkv, ctx.num_heads)
         count, heads, tokens, _ = q.shape
         grad_out = grad_out.transpose(1, 2)  # (B * nW, nH, N, hd)
-        grad_q, grad_k, grad_v = (torch.empty(q.shape, dtype=q.dtype, device=q.device) for _ in range(3))
-        grad_bias = torch.zeros_like(bias) if ctx.needs_input_grad[3] else None
+        grad_qkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)
+        grad_q, grad_k, grad_v = split_heads(grad_qkv, heads)
+        grad_bias = torch.zeros_like(bias) if ctx.needs_input_grad[1] else None
         # a few windows at a time: the recomputed (windows, nH, N, N) tensors stay small
         for first, last, group_bias in window_groups(count, bias, BACKWARD_CHUNK_ELEMENTS // (heads * tokens * tokens)):
             qs, ks, vs, grads = q[first:last], k[first:last], v[first:last], grad_out[first:last]
@@ -239,7 +246,7 @@ class BiasedWindowAttention(torch.autograd.Function):
             logits.view(-1, groups, heads, tokens, tokens).add_(group_bias)
             probs = torch.softmax(logits, dim=-1)
             del logits
-            torch.matmul(probs.transpose(-2, -1), grads, out=grad_v[first:last])
+            grad_v[first:last] = torch.matmul(probs.transpose(-2, -1), grads)
             grad_probs = torch.matmul(grads, vs.transpose(-2, -1))
             grad_logits = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
             del grad_probs, probs
@@ -250,6 +257,6 @@ class BiasedWindowAttention(torch.autograd.Function):
                 else:
                     offset = first % bias.shape[0]
                     grad_bias[offset:offset + groups] += summed
-            torch.matmul(grad_logits, ks, out=grad_q[first:last]).mul_(scale)
-            torch.matmul(grad_logits.transpose(-2, -1), qs, out=grad_k[first:last]).mul_(scale)
-        return grad_q, grad_k, grad_v, grad_bias, None, None
+            torch.mul(torch.matmul(grad_logits, ks), scale, out=grad_q[first:last])
+            torch.mul(torch.matmul(grad_logits.transpose(-2, -1), qs), scale, out=grad_k[first:last])
+        return grad_qkv, grad_bias, None, None, None
