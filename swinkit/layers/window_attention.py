@@ -58,7 +58,8 @@ class WindowAttention(nn.Module):
 
         Without autograd (``torch.no_grad`` / ``inference_mode``) the sum is cached on the module
         and rebuilt only when the table, window, mask or dtype changes; with autograd it is built
-        fresh so that gradients reach the table.
+        fresh so that gradients reach the table, and carries a :class:`BiasRebuild` (attribute
+        ``_swinkit_rebuild``) with which :class:`BiasedWindowAttention` rebuilds it in backward.
         """
         table = self.relative_position_bias_table
         dtype = dtype or table.dtype
