@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -159,7 +159,7 @@ def window_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.T
         for i in range(0, count, step)])
 
 
-def window_groups(count: int, attn_bias: torch.Tensor, max_windows: int):
+def window_groups(count: int, attn_bias: torch.Tensor, max_windows: int) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Split ``count`` windows (sample-major) into groups of at most ``max_windows`` (at least one).
 
     Yields (first window, end window, bias for the group). A per-window bias (nW, nH, N, N) is
