@@ -161,4 +161,3 @@ class NormMlp(torch.autograd.Function):
             grad_x = grad_x.view(x.shape)
         return (grad_x, grad_norm_weight, grad_norm_bias, grad_fc1_weight, grad_fc1_bias, grad_fc2_weight,
                 grad_fc2_bias, None, None, None, None)
-
