@@ -131,10 +131,11 @@ class NormMlp(torch.autograd.Function):
         rows = x.reshape(-1, channels)
         grad_rows = grad_out.reshape(-1, grad_out.shape[-1])
         hidden_shape = (rows.shape[0], fc1_weight.shape[0])
-        normed = None
-        if pre is None:  # fc1 again, from the normalised x rebuilt from its statistics
+        normed = None  # the normalised x, rebuilt from its statistics where fc1 or its gradient needs it
+        if pre is None or needs[3]:
             normed = layer_norm_again(rows, mean, rstd, norm_weight, norm_bias,
                                       out=_scratch(ctx.workspace, "mlp_normed", tuple(rows.shape), rows))
+        if pre is None:  # fc1 again
             pre = affine_into(_scratch(ctx.workspace, "mlp_pre", hidden_shape, rows), normed, fc1_weight, fc1_bias)
         hidden = _scratch(ctx.workspace, "mlp_hidden", hidden_shape, pre)
         grad_fc1_weight = grad_fc1_bias = grad_fc2_weight = grad_fc2_bias = None
@@ -146,9 +147,6 @@ class NormMlp(torch.autograd.Function):
         torch.ops.aten.gelu_backward.grad_input(grad_hidden, pre, approximate=ctx.approximate, grad_input=grad_hidden)
         del pre
         if needs[3]:
-            if normed is None:
-                normed = layer_norm_again(rows, mean, rstd, norm_weight, norm_bias,
-                                          out=_scratch(ctx.workspace, "mlp_normed", tuple(rows.shape), rows))
             grad_fc1_weight = grad_hidden.t().mm(normed)
         if ctx.has_bias[0] and needs[4]:
             grad_fc1_bias = grad_hidden.sum(0)

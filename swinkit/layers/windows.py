@@ -85,10 +85,9 @@ def relative_position_index(window: tuple[int, ...], table_window: tuple[int, ..
 def sliced_relative_position_index(table_window: tuple[int, ...], tokens: int) -> torch.Tensor:
     """The official Video Swin index for windows of ``tokens`` tokens: the table window's own
     (N, N) index cut to ``[:tokens, :tokens]`` (not geometric when the window was clamped)."""
-    table_window = tuple(int(w) for w in table_window)
     if torch.compiler.is_compiling():
-        return _relative_position_index.__wrapped__(table_window, table_window)[:tokens, :tokens]
-    return _sliced_index(table_window, tokens)
+        return relative_position_index(table_window)[:tokens, :tokens]
+    return _sliced_index(tuple(int(w) for w in table_window), tokens)
 
 
 @_cached(64)

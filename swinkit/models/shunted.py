@@ -233,15 +233,17 @@ class ShuntedMlp(Mlp):
         """x (B, N, C) -> (B, N, C_out). Inference only, with ``add_to`` (B, N, C_out) and a ``workspace``:
         the result is accumulated into ``add_to`` by fc2's matrix product (fc1's output in the workspace)
         and ``add_to`` is returned."""
-        if add_to is None or workspace is None:
-            hidden = self.fc1(x)
-            mixed = self.dwconv(hidden, grid).add_(hidden)
-            del hidden
-            return self.drop(self.fc2(self.drop(self.activate(mixed))))
         batch, num_tokens, channels = x.shape
-        hidden = linear_into(workspace.take("hidden", (batch * num_tokens, self.fc1.out_features), x),
-                             x.reshape(-1, channels), self.fc1).view(batch, num_tokens, -1)
+        accumulate = add_to is not None and workspace is not None
+        if accumulate:
+            hidden = linear_into(workspace.take("hidden", (batch * num_tokens, self.fc1.out_features), x),
+                                 x.reshape(-1, channels), self.fc1).view(batch, num_tokens, -1)
+        else:
+            hidden = self.fc1(x)
         mixed = self.dwconv(hidden, grid).add_(hidden)
+        del hidden
+        if not accumulate:
+            return self.drop(self.fc2(self.drop(self.activate(mixed))))
         return linear_add_(add_to.view(-1, add_to.shape[-1]), self.activate(mixed).reshape(batch * num_tokens, -1),
                            self.fc2).view(add_to.shape)
 
