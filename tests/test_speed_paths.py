@@ -10,7 +10,7 @@ import swinkit
 from swinkit.cli import main as cli_main
 from swinkit.layers import recompute, window_attention
 from swinkit.layers.recompute import LayerNormLinear, NormMlp
-from swinkit.layers.window_attention import BiasedWindowAttention, window_sdpa
+from swinkit.layers.window_attention import BiasedWindowAttention, gather_bias, window_sdpa
 from swinkit.layers.windows import gather_tokens, layout_change, window_order, window_partition
 from swinkit.layers.workspace import Workspace
 from swinkit.models import swin
@@ -120,8 +120,10 @@ def test_shunted_inplace_inference_equals_the_autograd_path(samples_per_group, m
         torch.testing.assert_close(f, s.detach(), atol=1e-12, rtol=0)
 
 
-def _plain_attention(q, k, v, bias, scale):
+def _plain_attention(q, k, v, bias, scale, mask=None):
     count, heads, tokens, _ = q.shape
+    if mask is not None:
+        bias = bias + mask.unsqueeze(1)
     groups = bias.shape[0] if bias.dim() == 4 else 1
     logits = (q * scale) @ k.transpose(-2, -1)
     logits = (logits.view(-1, groups, heads, tokens, tokens) + bias).view(count, heads, tokens, tokens)
@@ -132,8 +134,9 @@ class _Plain:
     """Stand-ins for the memory-saving autograd functions: the same maths through plain autograd."""
 
     class Attention:
-        apply = staticmethod(lambda qkv, bias, heads, scale, rebuild=None: _plain_attention(
-            *window_attention.split_heads(qkv, heads), bias, scale))
+        apply = staticmethod(lambda qkv, bias, mask, heads, scale, combined=None, index=None: _plain_attention(
+            *window_attention.split_heads(qkv, heads), bias if index is None else gather_bias(bias, index), scale,
+            mask))
 
     class NormMlp:
         apply = staticmethod(lambda x, nw, nb, w1, b1, w2, b2, eps, approximate, workspace, keep_hidden=True: F.linear(
@@ -178,20 +181,31 @@ def test_training_gradients_equal_plain_autograd(name, overrides, shape, flipped
     assert any("relative_position_bias_table" in n and fast[n].abs().sum() > 0 for n in fast)
 
 
-@pytest.mark.parametrize("bias_shape", [(2, 3, 3), (2, 2, 3, 3)])
+@pytest.mark.parametrize("bias_shape,with_mask", [((2, 3, 3), False), ((2, 2, 3, 3), False), ((2, 3, 3), True),
+                                                  ((2, 2, 3, 3), True)])
 @pytest.mark.parametrize("windows_per_group", [1, 2, 4])
-def test_autograd_functions_gradcheck(bias_shape, windows_per_group, monkeypatch):
+def test_autograd_functions_gradcheck(bias_shape, with_mask, windows_per_group, monkeypatch):
     monkeypatch.setattr(window_attention, "BACKWARD_CHUNK_ELEMENTS", windows_per_group * 2 * 3 * 3)
     torch.manual_seed(0)
     qkv = torch.randn(4, 3, 3 * 2 * 2, dtype=torch.float64, requires_grad=True)  # 4 windows, 3 tokens, 2 heads of 2
     bias = torch.randn(*bias_shape, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda *a: BiasedWindowAttention.apply(*a, 2, 0.5), (qkv, bias), fast_mode=True)
-    rebuilt = lambda *a: BiasedWindowAttention.apply(*a, 2, 0.5, lambda: a[1].detach())  # noqa: E731
-    assert torch.autograd.gradcheck(rebuilt, (qkv, bias), fast_mode=True)
+    mask = torch.randn(2, 3, 3, dtype=torch.float64) if with_mask else None  # 2 windows per sample, no gradient
+    attention = lambda *a: BiasedWindowAttention.apply(*a, mask, 2, 0.5)  # noqa: E731
+    assert torch.autograd.gradcheck(attention, (qkv, bias), fast_mode=True)
     q, k, v = window_attention.split_heads(qkv.detach(), 2)
-    torch.testing.assert_close(BiasedWindowAttention.apply(qkv, bias, 2, 0.5), _plain_attention(q, k, v, bias, 0.5))
+    plain = _plain_attention(q, k, v, bias, 0.5, mask)
+    torch.testing.assert_close(attention(qkv, bias), plain)
+    combined = bias if mask is None else bias + mask.unsqueeze(1)
+    torch.testing.assert_close(BiasedWindowAttention.apply(qkv, bias, mask, 2, 0.5, combined), plain)
     with torch.no_grad():
-        torch.testing.assert_close(window_sdpa(q, k, v, bias, 0.5), _plain_attention(q, k, v, bias, 0.5))
+        torch.testing.assert_close(window_sdpa(q, k, v, combined, 0.5), plain)
+    if len(bias_shape) == 3:  # the same bias as rows of a table (5 rows, 2 heads), gathered again in backward
+        table = torch.randn(5, 2, dtype=torch.float64, requires_grad=True)
+        index = torch.randint(0, 5, (3, 3))
+        from_table = lambda qkv, table: BiasedWindowAttention.apply(qkv, table, mask, 2, 0.5, None, index)  # noqa: E731
+        assert torch.autograd.gradcheck(from_table, (qkv, table), fast_mode=True)
+        plain = _plain_attention(q, k, v, gather_bias(table, index), 0.5, mask)
+        torch.testing.assert_close(from_table(qkv, table), plain)
     x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
     norm_w, norm_b = (torch.randn(4, dtype=torch.float64, requires_grad=True) for _ in range(2))
     w, b = torch.randn(3, 4, dtype=torch.float64, requires_grad=True), torch.randn(3, dtype=torch.float64,
@@ -207,20 +221,22 @@ def test_autograd_functions_gradcheck(bias_shape, windows_per_group, monkeypatch
 
 
 def test_training_keeps_no_attention_bias_and_refuses_a_changed_table():
-    """The (nW, nH, N, N) bias + mask is rebuilt in backward, not saved; like a saved tensor, the
-    rebuild refuses to run after the table was changed in place."""
-    model = swinkit.create_model("swin_t", **SMALL_2D).train()
+    """Training saves no (nH, N, N) or (nW, nH, N, N) bias: backward gathers it from the table
+    again. The table is saved like any tensor, so changing it in place before backward is refused."""
+    torch.manual_seed(0)
+    model = swinkit.create_model("swin_t", **{**SMALL_2D, "drop_path_rate": 0.0}).train()
     x = torch.randn(2, 3, 32, 32)
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(tuple(t.shape)) or t, lambda t: t):
         out = model(x)
     assert saved and not [s for s in saved if len(s) >= 3 and s[-2:] == (16, 16) and s[-3] == 2]  # (.., nH, N, N)
     out.sum().backward()
-    assert model.layers[0].blocks[1].attn.relative_position_bias_table.grad.abs().sum() > 0
+    table = model.layers[0].blocks[1].attn.relative_position_bias_table
+    assert table.grad.abs().sum() > 0
     out = model(x)
     with torch.no_grad():
-        model.layers[0].blocks[1].attn.relative_position_bias_table.add_(1.0)
-    with pytest.raises(RuntimeError, match="modified in place"):
+        table.add_(1.0)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         out.sum().backward()
 
 

@@ -47,10 +47,8 @@ class WindowAttention(nn.Module):
 
     def relative_bias(self, window: tuple[int, ...]) -> torch.Tensor:
         """(num_heads, N, N) relative position bias for ``window``."""
-        index = self.bias_index(window).to(self.relative_position_bias_table.device)
-        tokens = index.shape[0]
-        bias = torch.index_select(self.relative_position_bias_table, 0, index.reshape(-1))  # backward: index_add, faster than index_put
-        return bias.view(tokens, tokens, self.num_heads).permute(2, 0, 1)
+        table = self.relative_position_bias_table
+        return gather_bias(table, self.bias_index(window).to(table.device))
 
     def attention_bias(self, window: tuple[int, ...], shift_mask: torch.Tensor | None,
                        dtype: torch.dtype | None = None) -> torch.Tensor:
@@ -58,8 +56,9 @@ class WindowAttention(nn.Module):
 
         Without autograd (``torch.no_grad`` / ``inference_mode``) the sum is cached on the module
         and rebuilt only when the table, window, mask or dtype changes; with autograd it is built
-        fresh so that gradients reach the table, and carries a :class:`BiasRebuild` (attribute
-        ``_swinkit_rebuild``) with which :class:`BiasedWindowAttention` rebuilds it in backward.
+        fresh so that gradients reach the table, and carries what it is made of (attribute
+        ``_swinkit_parts``: the table, the (N, N) index and the mask), from which
+        :class:`BiasedWindowAttention` rebuilds it in backward instead of keeping it.
         """
         table = self.relative_position_bias_table
         dtype = dtype or table.dtype
@@ -67,8 +66,8 @@ class WindowAttention(nn.Module):
             return self._build_bias(window, shift_mask, dtype)
         if torch.is_grad_enabled():
             bias = self._build_bias(window, shift_mask, dtype)
-            if bias.requires_grad:  # BiasedWindowAttention rebuilds it in backward instead of keeping it
-                bias._swinkit_rebuild = BiasRebuild(self, window, shift_mask, dtype)
+            if bias.requires_grad:
+                bias._swinkit_parts = (table, self.bias_index(window).to(table.device), shift_mask)
             return bias
         key = (tuple(window), None if shift_mask is None else (id(shift_mask), shift_mask.shape), dtype,
                table.device, table.data_ptr(), table._version)
@@ -112,8 +111,12 @@ class WindowAttention(nn.Module):
         bias = attn_bias if attn_bias.dtype == qkv.dtype else attn_bias.to(qkv.dtype)
         dropout = self.attn_drop if self.training else 0.0
         if dropout == 0.0 and _recompute_in_backward(qkv, bias):
-            out = BiasedWindowAttention.apply(qkv, bias, self.num_heads, self.scale,
-                                              getattr(bias, "_swinkit_rebuild", None))
+            parts = getattr(attn_bias, "_swinkit_parts", None)  # left by attention_bias(): rebuilt in backward
+            if parts is None:
+                out = BiasedWindowAttention.apply(qkv, bias, None, self.num_heads, self.scale)
+            else:
+                table, index, mask = parts
+                out = BiasedWindowAttention.apply(qkv, table, mask, self.num_heads, self.scale, bias, index)
         else:
             out = window_sdpa(*split_heads(qkv, self.num_heads), bias, self.scale, dropout)
         return out.reshape(count, tokens, self.num_heads * self.head_dim)
@@ -123,6 +126,13 @@ def split_heads(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.
     """qkv (B * nW, N, 3C) -> q, k, v, each a (B * nW, nH, N, hd) view of it."""
     count, tokens, channels3 = qkv.shape
     return qkv.view(count, tokens, 3, num_heads, channels3 // (3 * num_heads)).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def gather_bias(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Relative position bias from its table: table (R, nH), index (N, N) of rows -> (nH, N, N) view."""
+    tokens = index.shape[0]
+    bias = torch.index_select(table, 0, index.reshape(-1))  # backward: index_add, faster than index_put
+    return bias.view(tokens, tokens, table.shape[1]).permute(2, 0, 1)
 
 
 def _recompute_in_backward(qkv: torch.Tensor, bias: torch.Tensor) -> bool:
@@ -159,105 +169,94 @@ def window_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.T
         for i in range(0, count, step)])
 
 
-def window_groups(count: int, attn_bias: torch.Tensor, max_windows: int) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """Split ``count`` windows (sample-major) into groups of at most ``max_windows`` (at least one).
+def window_groups(count: int, per_sample: int, max_windows: int) -> Iterator[tuple[int, int, slice]]:
+    """Split ``count`` windows (sample-major, ``per_sample`` windows per sample with biases of their own,
+    1 if all share one) into groups of at most ``max_windows`` (at least one).
 
-    Yields (first window, end window, bias for the group). A per-window bias (nW, nH, N, N) is
-    sliced to the group's windows; groups never straddle two samples unless they hold whole ones.
+    Yields (first window, end window, the group's slice of a per-sample (nW, ...) tensor); groups
+    never straddle two samples unless they hold whole ones.
     """
     want = max(1, max_windows)
-    if attn_bias.dim() == 4:
-        per_sample = attn_bias.shape[0]
-        if want >= per_sample:
-            want = want // per_sample * per_sample
-        else:
-            want = max(d for d in range(1, want + 1) if per_sample % d == 0)
+    if want >= per_sample:
+        want = want // per_sample * per_sample
+    else:
+        want = max(d for d in range(1, want + 1) if per_sample % d == 0)
+    width = min(want, per_sample)
     for first in range(0, count, want):
-        last = min(first + want, count)
-        bias = attn_bias
-        if attn_bias.dim() == 4 and want < attn_bias.shape[0]:
-            offset = first % attn_bias.shape[0]
-            bias = attn_bias[offset:offset + want]
-        yield first, last, bias
+        offset = first % per_sample if want < per_sample else 0
+        yield first, min(first + want, count), slice(offset, offset + width)
+
+
+def windows_per_sample(attn_bias: torch.Tensor) -> int:
+    """How many windows of a sample have a bias of their own: nW for (nW, nH, N, N), else 1."""
+    return attn_bias.shape[0] if attn_bias.dim() == 4 else 1
 
 
 BACKWARD_CHUNK_ELEMENTS = 1 << 20  # attention-matrix elements per group of windows in the attention backward
 
 
-class BiasRebuild:
-    """Rebuilds a :meth:`WindowAttention.attention_bias` result from the current table, without
-    autograd, so that backward need not keep the (nW, nH, N, N) bias alive from forward to backward.
-
-    Like a saved tensor, it refuses to run once the table has been modified in place.
-    """
-
-    def __init__(self, attn: WindowAttention, window: tuple[int, ...], shift_mask: torch.Tensor | None,
-                 dtype: torch.dtype):
-        self.attn, self.window, self.shift_mask, self.dtype = attn, tuple(window), shift_mask, dtype
-        self.table = attn.relative_position_bias_table
-        self.version = self.table._version
-
-    def __call__(self) -> torch.Tensor:
-        if self.attn.relative_position_bias_table is not self.table or self.table._version != self.version:
-            raise RuntimeError("the relative position bias table was modified in place (or replaced) between "
-                               "forward and backward; the attention bias cannot be rebuilt for the gradient")
-        with torch.no_grad():
-            return self.attn._build_bias(self.window, self.shift_mask, self.dtype)
-
-
 class BiasedWindowAttention(torch.autograd.Function):
     """:func:`window_sdpa` on the heads of a qkv projection, whose backward recomputes the
-    attention weights: qkv (B * nW, N, 3C), bias (nH, N, N) or (nW, nH, N, N) -> (B * nW, N, nH, hd).
+    attention weights: qkv (B * nW, N, 3C), bias (nH, N, N) or (nW, nH, N, N), mask (nW, N, N) or
+    None -> (B * nW, N, nH, hd). The logits get ``bias`` plus ``mask`` (broadcast over the heads).
 
-    It saves qkv only (no (windows, heads, N, N) tensor), returns the gradient of the bias (summed
-    over the batch), which the fused CPU kernels do not provide, and writes the q, k and v
-    gradients straight into one tensor laid out like qkv. With ``rebuild`` (a callable giving the
-    bias again) it does not keep the bias either.
+    With ``index`` (N, N), ``bias`` is a relative position table (R, nH) and the (nH, N, N) bias is
+    its rows ``index`` (:func:`gather_bias`), gathered again in backward. It saves qkv and what it
+    was given, never a (windows, heads, N, N) tensor unless given one; returns the gradient of
+    ``bias`` (summed over the batch and, for a table or a 3-D bias, over the windows), which the
+    fused CPU kernels do not provide; and writes the q, k and v gradients straight into one tensor
+    laid out like qkv. ``combined`` is the (nH, N, N) bias plus mask for the forward pass, when the
+    caller has it already.
     """
 
     @staticmethod
-    def forward(ctx, qkv: torch.Tensor, bias: torch.Tensor, num_heads: int, scale: float,
-                rebuild: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
-        if rebuild is None:
-            ctx.save_for_backward(qkv, bias)
-        else:
-            ctx.save_for_backward(qkv)
-        ctx.num_heads, ctx.scale, ctx.rebuild = num_heads, scale, rebuild
+    def forward(ctx, qkv: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None, num_heads: int, scale: float,
+                combined: torch.Tensor | None = None, index: torch.Tensor | None = None) -> torch.Tensor:
+        ctx.save_for_backward(qkv, bias, mask, index)
+        ctx.num_heads, ctx.scale = num_heads, scale
+        if combined is None:
+            combined = bias if index is None else gather_bias(bias, index)
+            combined = combined if mask is None else combined + mask.unsqueeze(1)
         # detached: PyTorch picks its fused kernel only for inputs that do not require grad
-        return window_sdpa(*split_heads(qkv.detach(), num_heads), bias.detach(), scale)
+        return window_sdpa(*split_heads(qkv.detach(), num_heads), combined.detach().to(qkv.dtype), scale)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
-        if ctx.rebuild is None:
-            qkv, bias = ctx.saved_tensors
-        else:
-            (qkv,), bias = ctx.saved_tensors, ctx.rebuild()
+        qkv, bias, mask, index = ctx.saved_tensors
         scale = ctx.scale
         q, k, v = split_heads(qkv, ctx.num_heads)
         count, heads, tokens, _ = q.shape
         grad_out = grad_out.transpose(1, 2)  # (B * nW, nH, N, hd)
         grad_qkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)
         grad_q, grad_k, grad_v = split_heads(grad_qkv, heads)
-        grad_bias = torch.zeros_like(bias) if ctx.needs_input_grad[1] else None
+        relative = bias if index is None else gather_bias(bias, index).to(qkv.dtype).contiguous()
+        mask = None if mask is None else mask.to(qkv.dtype)
+        grad_relative = torch.zeros_like(relative) if ctx.needs_input_grad[1] else None
+        per_sample = max(windows_per_sample(relative), 1 if mask is None else mask.shape[0])
         # a few windows at a time: the recomputed (windows, nH, N, N) tensors stay small
-        for first, last, group_bias in window_groups(count, bias, BACKWARD_CHUNK_ELEMENTS // (heads * tokens * tokens)):
+        groups = window_groups(count, per_sample, BACKWARD_CHUNK_ELEMENTS // (heads * tokens * tokens))
+        for first, last, windows in groups:
             qs, ks, vs, grads = q[first:last], k[first:last], v[first:last], grad_out[first:last]
-            groups = group_bias.shape[0] if group_bias.dim() == 4 else 1  # windows per sample with their own bias
+            width = windows.stop - windows.start  # distinct windows of a sample in the group
             logits = torch.matmul(qs, ks.transpose(-2, -1)).mul_(scale)
-            logits.view(-1, groups, heads, tokens, tokens).add_(group_bias)
+            per_window = logits.view(-1, width, heads, tokens, tokens)
+            per_window.add_(relative[windows] if relative.dim() == 4 else relative)
+            if mask is not None:
+                per_window.add_(mask[windows].unsqueeze(1))
             probs = torch.softmax(logits, dim=-1)
-            del logits
+            del logits, per_window
             grad_v[first:last] = torch.matmul(probs.transpose(-2, -1), grads)
             grad_probs = torch.matmul(grads, vs.transpose(-2, -1))
             grad_logits = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
             del grad_probs, probs
-            if grad_bias is not None:
-                summed = grad_logits.view(-1, groups, heads, tokens, tokens).sum(0)
-                if bias.dim() == 3:
-                    grad_bias += summed[0]
-                else:
-                    offset = first % bias.shape[0]
-                    grad_bias[offset:offset + groups] += summed
+            if grad_relative is not None and relative.dim() == 3:
+                grad_relative += grad_logits.view(-1, heads, tokens, tokens).sum(0)
+            elif grad_relative is not None:
+                grad_relative[windows] += grad_logits.view(-1, width, heads, tokens, tokens).sum(0)
             torch.mul(torch.matmul(grad_logits, ks), scale, out=grad_q[first:last])
             torch.mul(torch.matmul(grad_logits.transpose(-2, -1), qs), scale, out=grad_k[first:last])
-        return grad_qkv, grad_bias, None, None, None
+        grad_bias = grad_relative
+        if grad_relative is not None and index is not None:  # back to the table rows: the backward of gather_bias
+            rows = grad_relative.permute(1, 2, 0).reshape(-1, heads).to(bias.dtype)
+            grad_bias = torch.zeros_like(bias).index_add_(0, index.reshape(-1), rows)
+        return grad_qkv, grad_bias, None, None, None, None, None
