@@ -280,6 +280,16 @@ def test_bias_cache_follows_the_table():
     torch.testing.assert_close(third, attn.relative_bias((4, 4)).unsqueeze(0) + mask.unsqueeze(1))
     fresh = attn.attention_bias((4, 4), mask)  # autograd on: built anew, gradients reach the table
     assert fresh.requires_grad and fresh is not third
+    # in-place changes that leave the version counter alone: a fused optimiser step, a write through .data
+    table = attn.relative_position_bias_table
+    table.grad = torch.ones_like(table)
+    torch.optim.AdamW([table], lr=0.5, fused=True).step()
+    with torch.no_grad():
+        fourth = attn.attention_bias((4, 4), mask)
+        torch.testing.assert_close(fourth, attn.relative_bias((4, 4)).unsqueeze(0) + mask.unsqueeze(1))
+        table.data.mul_(2.0)
+        torch.testing.assert_close(attn.attention_bias((4, 4), mask),
+                                   attn.relative_bias((4, 4)).unsqueeze(0) + mask.unsqueeze(1))
 
 
 def test_block_hooks_see_grid_ordered_tensors():

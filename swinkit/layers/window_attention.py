@@ -37,7 +37,7 @@ class WindowAttention(nn.Module):
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self._bias_cache: dict[tuple, tuple] = {}  # attention_bias() results while autograd is off
+        self._bias_cache: dict[tuple, tuple] = {}  # attention_bias() results (and the table they came from), autograd off
 
     def bias_index(self, window: tuple[int, ...]) -> torch.Tensor:
         """(N, N) table rows used for ``window``."""
@@ -62,23 +62,24 @@ class WindowAttention(nn.Module):
         """
         table = self.relative_position_bias_table
         dtype = dtype or table.dtype
-        if torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() or table.is_meta:  # meta: shapes only (FLOP counts), nothing to cache
             return self._build_bias(window, shift_mask, dtype)
         if torch.is_grad_enabled():
             bias = self._build_bias(window, shift_mask, dtype)
             if bias.requires_grad:
                 bias._swinkit_parts = (table, self.bias_index(window).to(table.device), shift_mask)
             return bias
-        key = (tuple(window), None if shift_mask is None else (id(shift_mask), shift_mask.shape), dtype,
-               table.device, table.data_ptr(), table._version)
+        key = (tuple(window), None if shift_mask is None else (id(shift_mask), shift_mask.shape), dtype, table.device)
         cache = self._bias_cache
         entry = cache.get(key)
-        if entry is None:
-            if len(cache) >= 4:
+        # the table is compared by value: fused optimisers and writes through .data change it in place
+        # without bumping its version counter
+        if entry is None or not torch.equal(entry[1], table):
+            if entry is None and len(cache) >= 4:
                 cache.clear()
             # the entry holds the mask so that its id() cannot be reused while cached
-            entry = cache[key] = (shift_mask, self._build_bias(window, shift_mask, dtype))
-        return entry[1]
+            entry = cache[key] = (shift_mask, table.detach().clone(), self._build_bias(window, shift_mask, dtype))
+        return entry[2]
 
     def _build_bias(self, window: tuple[int, ...], shift_mask: torch.Tensor | None,
                     dtype: torch.dtype) -> torch.Tensor:
