@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build .bench-venv: a separate virtual environment holding a registry (PyPI) torch build with
-# matching torchvision, plus timm and swinkit, so that swinkit and the anchors (timm Swin-T,
+# matching torchvision, plus timm, swinkit and its other dependencies, so that swinkit and the anchors (timm Swin-T,
 # torchvision swin_t / swin3d_t) can be timed in one process. The project's own environment and
 # its CPU torch are never touched. The PyPI torch wheel for Linux carries CUDA libraries (a few
 # GB to download); it runs on CPU just as well. GPU machines usually have torch, torchvision and
@@ -27,7 +27,7 @@ PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check)
 
 # torch and torchvision in one resolve, so that pip cannot pair torchvision with a newer torch.
 "${PIP[@]}" "torch${TORCH_SPEC}" "torchvision${TORCHVISION_SPEC}"
-"${PIP[@]}" "timm${TIMM_SPEC}" numpy safetensors pyyaml tqdm "torch${TORCH_SPEC}"
+"${PIP[@]}" "timm${TIMM_SPEC}" numpy safetensors pyyaml tqdm av pillow matplotlib "torch${TORCH_SPEC}"
 # swinkit itself, editable and without dependencies (torch must stay the one installed above).
 "${PIP[@]}" --no-deps -e .
 

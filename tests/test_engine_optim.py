@@ -6,7 +6,8 @@ import torch
 
 from swinkit import create_model
 from swinkit.engine.config import PRESETS, TrainConfig, coerce, merge, preset
-from swinkit.engine.optim import WarmupCosineSchedule, build_optimizer, param_groups, warmup_cosine_lr
+from swinkit.engine import optim
+from swinkit.engine.optim import WarmupCosineSchedule, adamw, build_optimizer, param_groups, warmup_cosine_lr
 from swinkit.engine.trainer import scaled_learning_rates
 
 
@@ -67,6 +68,43 @@ def test_optimizer_lrs_follow_group_multipliers():
     lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
     assert lrs["head_no_decay"] == pytest.approx(1e-3) and lrs["backbone_no_decay"] == pytest.approx(1e-4)
     assert schedule.state_dict() == {"step_count": 2}
+
+
+def test_optimizer_is_fused_where_pytorch_has_the_kernel_and_updates_like_the_loop():
+    torch.manual_seed(0)
+    model, reference = tiny_video_swin(), tiny_video_swin()
+    reference.load_state_dict(model.state_dict())
+    before = model.patch_embed.proj.weight.detach().clone()
+    fused = build_optimizer(model, lr=1e-2, weight_decay=0.05)
+    assert fused.defaults["fused"]  # CPU fused AdamW: PyTorch >= 2.4
+    loop = torch.optim.AdamW(param_groups(reference, 0.05), lr=1e-2, weight_decay=0.05, foreach=False)
+    for group in loop.param_groups:
+        group["lr"] = 1e-2 * group["lr_mult"]
+    for _ in range(3):  # the same gradients for both: only the update arithmetic may differ
+        for p, q in zip(model.parameters(), reference.parameters()):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        fused.step()
+        loop.step()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7, msg=name)
+    assert (model.patch_embed.proj.weight != before).all()  # every weight moved
+
+
+def test_adamw_falls_back_when_there_is_no_fused_kernel(monkeypatch):
+    made = []
+
+    class NoFused(torch.optim.AdamW):
+        def __init__(self, params, **options):
+            made.append(options)
+            if options.get("fused"):
+                raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+            super().__init__(params, **options)
+
+    monkeypatch.setattr(optim.torch.optim, "AdamW", NoFused)
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    opt = adamw(params, lr=0.1)
+    assert isinstance(opt, NoFused) and not opt.defaults.get("fused") and len(made) == 2
 
 
 def test_schedule_values():

@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from swinkit.deploy.info import flop_formulas
+from swinkit.engine.optim import adamw
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 TASKS = ("infer", "train")
@@ -115,7 +116,8 @@ def make_runner(spec: str, shape: tuple[int, ...], task: str = "infer", dtype: s
         model.train()
         num_classes = getattr(model, "num_classes", None) or 400
         target = torch.randint(0, num_classes, (shape[0],), device=device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+        # the optimizer swinkit's trainer builds (fused AdamW where PyTorch has the kernel), for every model
+        optimizer = adamw(list(model.parameters()), lr=1e-4, weight_decay=0.05)
 
         def step():
             with autocast(device, dtype):
