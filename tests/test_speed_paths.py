@@ -134,7 +134,7 @@ class _Plain:
     """Stand-ins for the memory-saving autograd functions: the same maths through plain autograd."""
 
     class Attention:
-        apply = staticmethod(lambda qkv, bias, mask, heads, scale, combined=None, index=None: _plain_attention(
+        apply = staticmethod(lambda qkv, bias, mask, heads, scale, combined=None, index=None, workspace=None: _plain_attention(
             *window_attention.split_heads(qkv, heads), bias if index is None else gather_bias(bias, index), scale,
             mask))
 
@@ -192,6 +192,10 @@ def test_autograd_functions_gradcheck(bias_shape, with_mask, windows_per_group, 
     mask = torch.randn(2, 3, 3, dtype=torch.float64) if with_mask else None  # 2 windows per sample, no gradient
     attention = lambda *a: BiasedWindowAttention.apply(*a, mask, 2, 0.5)  # noqa: E731
     assert torch.autograd.gradcheck(attention, (qkv, bias), fast_mode=True)
+    workspace = Workspace()  # the recomputed attention weights in reused buffers
+    in_workspace = lambda *a: BiasedWindowAttention.apply(*a, mask, 2, 0.5, None, None, workspace)  # noqa: E731
+    assert torch.autograd.gradcheck(in_workspace, (qkv, bias), fast_mode=True)
+    assert workspace._buffers()
     q, k, v = window_attention.split_heads(qkv.detach(), 2)
     plain = _plain_attention(q, k, v, bias, 0.5, mask)
     torch.testing.assert_close(attention(qkv, bias), plain)

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from swinkit.layers.mlp import Mlp
-from swinkit.layers.workspace import Workspace, affine_into
+from swinkit.layers.workspace import Workspace, affine_into, scratch
 
 
 def autocast_enabled(x: torch.Tensor) -> bool:
@@ -87,10 +87,6 @@ def norm_mlp(norm: nn.LayerNorm, mlp: Mlp, x: torch.Tensor, workspace: Workspace
     return mlp(norm(x))
 
 
-def _scratch(workspace: Workspace | None, slot: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-    return torch.empty(shape, dtype=like.dtype, device=like.device) if workspace is None else workspace.take(slot, shape, like)
-
-
 class NormMlp(torch.autograd.Function):
     """fc2(gelu(fc1(layer_norm(x)))) over the last axis: (..., C) -> (..., C_out).
 
@@ -111,11 +107,11 @@ class NormMlp(torch.autograd.Function):
         if keep_hidden:
             pre = F.linear(normed, fc1_weight, fc1_bias)
         else:
-            pre = affine_into(_scratch(workspace, "mlp_pre", (rows.shape[0], fc1_weight.shape[0]), rows),
+            pre = affine_into(scratch(workspace, "mlp_pre", (rows.shape[0], fc1_weight.shape[0]), rows),
                                normed, fc1_weight, fc1_bias)
         del normed
         hidden = torch._C._nn.gelu(pre, approximate=approximate,
-                                   out=_scratch(workspace, "mlp_hidden", tuple(pre.shape), pre))
+                                   out=scratch(workspace, "mlp_hidden", tuple(pre.shape), pre))
         out = F.linear(hidden, fc2_weight, fc2_bias)
         ctx.save_for_backward(x, mean, rstd, pre if keep_hidden else None, norm_weight, norm_bias, fc1_weight,
                               fc1_bias if not keep_hidden else None, fc2_weight)
@@ -134,10 +130,10 @@ class NormMlp(torch.autograd.Function):
         normed = None  # the normalised x, rebuilt from its statistics where fc1 or its gradient needs it
         if pre is None or needs[3]:
             normed = layer_norm_again(rows, mean, rstd, norm_weight, norm_bias,
-                                      out=_scratch(ctx.workspace, "mlp_normed", tuple(rows.shape), rows))
+                                      out=scratch(ctx.workspace, "mlp_normed", tuple(rows.shape), rows))
         if pre is None:  # fc1 again
-            pre = affine_into(_scratch(ctx.workspace, "mlp_pre", hidden_shape, rows), normed, fc1_weight, fc1_bias)
-        hidden = _scratch(ctx.workspace, "mlp_hidden", hidden_shape, pre)
+            pre = affine_into(scratch(ctx.workspace, "mlp_pre", hidden_shape, rows), normed, fc1_weight, fc1_bias)
+        hidden = scratch(ctx.workspace, "mlp_hidden", hidden_shape, pre)
         grad_fc1_weight = grad_fc1_bias = grad_fc2_weight = grad_fc2_bias = None
         if needs[5]:
             grad_fc2_weight = grad_rows.t().mm(torch._C._nn.gelu(pre, approximate=ctx.approximate, out=hidden))
@@ -152,7 +148,7 @@ class NormMlp(torch.autograd.Function):
             grad_fc1_bias = grad_hidden.sum(0)
         del normed
         grad_normed = torch.mm(grad_hidden, fc1_weight,
-                               out=_scratch(ctx.workspace, "mlp_normed", tuple(rows.shape), rows))
+                               out=scratch(ctx.workspace, "mlp_normed", tuple(rows.shape), rows))
         grad_x, grad_norm_weight, grad_norm_bias = torch.ops.aten.native_layer_norm_backward(
             grad_normed, rows, (channels,), mean, rstd, norm_weight, norm_bias, [needs[0], needs[1], needs[2]])
         if grad_x is not None:

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from swinkit.layers.recompute import layer_norm_linear, use_recompute_functions
 from swinkit.layers.windows import relative_position_index, sliced_relative_position_index
+from swinkit.layers.workspace import Workspace, scratch
 
 
 class WindowAttention(nn.Module):
@@ -84,7 +85,7 @@ class WindowAttention(nn.Module):
     def _build_bias(self, window: tuple[int, ...], shift_mask: torch.Tensor | None,
                     dtype: torch.dtype) -> torch.Tensor:
         """:meth:`attention_bias` built anew, with autograd reaching the table when it is on."""
-        bias = self.relative_bias(window)
+        bias = self.relative_bias(window).contiguous()  # small; the sum with a mask then comes out contiguous
         if shift_mask is not None:
             bias = bias.unsqueeze(0) + shift_mask.unsqueeze(1).to(bias.dtype)
         return bias.to(dtype).contiguous()
@@ -95,18 +96,20 @@ class WindowAttention(nn.Module):
         out = self.attend(x.reshape(batch * num_windows, tokens, channels), attn_bias)
         return out.view(batch, num_windows, tokens, channels)
 
-    def attend(self, windows: torch.Tensor, attn_bias: torch.Tensor, norm: nn.LayerNorm | None = None) -> torch.Tensor:
+    def attend(self, windows: torch.Tensor, attn_bias: torch.Tensor, norm: nn.LayerNorm | None = None,
+               workspace: Workspace | None = None) -> torch.Tensor:
         """windows (B * nW, N, C), sample-major -> (B * nW, N, C); ``norm`` is applied first if given.
 
         Runs ``scaled_dot_product_attention`` on 4-D (windows, heads, N, head_dim) views of the
         qkv projection, where PyTorch has fused kernels. A per-window bias (nW, nH, N, N) is
         applied one sample at a time, so it is never expanded over the batch. With autograd on,
-        :class:`BiasedWindowAttention` keeps only q, k, v for the backward pass.
+        :class:`BiasedWindowAttention` keeps only q, k, v for the backward pass (and recomputes the
+        attention weights in ``workspace`` buffers, when one is given).
         """
         qkv = self.qkv(windows) if norm is None else layer_norm_linear(windows, norm, self.qkv)
-        return self.proj_drop(self.proj(self.attend_qkv(qkv, attn_bias)))
+        return self.proj_drop(self.proj(self.attend_qkv(qkv, attn_bias, workspace)))
 
-    def attend_qkv(self, qkv: torch.Tensor, attn_bias: torch.Tensor) -> torch.Tensor:
+    def attend_qkv(self, qkv: torch.Tensor, attn_bias: torch.Tensor, workspace: Workspace | None = None) -> torch.Tensor:
         """The attention itself, before the output projection: qkv (B * nW, N, 3C) -> (B * nW, N, C)."""
         count, tokens, _ = qkv.shape
         bias = attn_bias if attn_bias.dtype == qkv.dtype else attn_bias.to(qkv.dtype)
@@ -114,10 +117,10 @@ class WindowAttention(nn.Module):
         if dropout == 0.0 and _recompute_in_backward(qkv, bias):
             parts = getattr(attn_bias, "_swinkit_parts", None)  # left by attention_bias(): rebuilt in backward
             if parts is None:
-                out = BiasedWindowAttention.apply(qkv, bias, None, self.num_heads, self.scale)
+                out = BiasedWindowAttention.apply(qkv, bias, None, self.num_heads, self.scale, None, None, workspace)
             else:
                 table, index, mask = parts
-                out = BiasedWindowAttention.apply(qkv, table, mask, self.num_heads, self.scale, bias, index)
+                out = BiasedWindowAttention.apply(qkv, table, mask, self.num_heads, self.scale, bias, index, workspace)
         else:
             out = window_sdpa(*split_heads(qkv, self.num_heads), bias, self.scale, dropout)
         return out.reshape(count, tokens, self.num_heads * self.head_dim)
@@ -207,14 +210,16 @@ class BiasedWindowAttention(torch.autograd.Function):
     ``bias`` (summed over the batch and, for a table or a 3-D bias, over the windows), which the
     fused CPU kernels do not provide; and writes the q, k and v gradients straight into one tensor
     laid out like qkv. ``combined`` is the (nH, N, N) bias plus mask for the forward pass, when the
-    caller has it already.
+    caller has it already. The recomputed (windows, nH, N, N) tensors go to ``workspace`` buffers
+    when one is given: on CPU, fresh ones of that size are page faults in every group.
     """
 
     @staticmethod
     def forward(ctx, qkv: torch.Tensor, bias: torch.Tensor, mask: torch.Tensor | None, num_heads: int, scale: float,
-                combined: torch.Tensor | None = None, index: torch.Tensor | None = None) -> torch.Tensor:
+                combined: torch.Tensor | None = None, index: torch.Tensor | None = None,
+                workspace: Workspace | None = None) -> torch.Tensor:
         ctx.save_for_backward(qkv, bias, mask, index)
-        ctx.num_heads, ctx.scale = num_heads, scale
+        ctx.num_heads, ctx.scale, ctx.workspace = num_heads, scale, workspace
         if combined is None:
             combined = bias if index is None else gather_bias(bias, index)
             combined = combined if mask is None else combined + mask.unsqueeze(1)
@@ -239,25 +244,28 @@ class BiasedWindowAttention(torch.autograd.Function):
         for first, last, windows in groups:
             qs, ks, vs, grads = q[first:last], k[first:last], v[first:last], grad_out[first:last]
             width = windows.stop - windows.start  # distinct windows of a sample in the group
-            logits = torch.matmul(qs, ks.transpose(-2, -1)).mul_(scale)
+            square = (last - first, heads, tokens, tokens)
+            logits = torch.matmul(qs, ks.transpose(-2, -1), out=scratch(ctx.workspace, "attn_logits", square, qs))
+            logits.mul_(scale)
             per_window = logits.view(-1, width, heads, tokens, tokens)
             per_window.add_(relative[windows] if relative.dim() == 4 else relative)
             if mask is not None:
                 per_window.add_(mask[windows].unsqueeze(1))
-            probs = torch.softmax(logits, dim=-1)
+            probs = torch.ops.aten._softmax.out(logits, -1, False, out=scratch(ctx.workspace, "attn_probs", square, qs))
             del logits, per_window
             grad_v[first:last] = torch.matmul(probs.transpose(-2, -1), grads)
-            grad_probs = torch.matmul(grads, vs.transpose(-2, -1))
-            grad_logits = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
+            grad_probs = torch.matmul(grads, vs.transpose(-2, -1), out=scratch(ctx.workspace, "attn_logits", square, qs))
+            grad_logits = torch.ops.aten._softmax_backward_data.out(
+                grad_probs, probs, -1, probs.dtype, grad_input=scratch(ctx.workspace, "attn_grad", square, qs))
             del grad_probs, probs
-            if grad_relative is not None and relative.dim() == 3:
-                grad_relative += grad_logits.view(-1, heads, tokens, tokens).sum(0)
-            elif grad_relative is not None:
-                grad_relative[windows] += grad_logits.view(-1, width, heads, tokens, tokens).sum(0)
+            if grad_relative is not None:
+                target = grad_relative if relative.dim() == 3 else grad_relative[windows]
+                summed = scratch(ctx.workspace, "attn_bias_grad", tuple(target.shape), target)
+                target += torch.sum(grad_logits.view(-1, *target.shape), 0, out=summed)
             torch.mul(torch.matmul(grad_logits, ks), scale, out=grad_q[first:last])
             torch.mul(torch.matmul(grad_logits.transpose(-2, -1), qs), scale, out=grad_k[first:last])
         grad_bias = grad_relative
         if grad_relative is not None and index is not None:  # back to the table rows: the backward of gather_bias
             rows = grad_relative.permute(1, 2, 0).reshape(-1, heads).to(bias.dtype)
             grad_bias = torch.zeros_like(bias).index_add_(0, index.reshape(-1), rows)
-        return grad_qkv, grad_bias, None, None, None, None, None
+        return grad_qkv, grad_bias, None, None, None, None, None, None

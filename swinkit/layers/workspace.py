@@ -53,6 +53,13 @@ class Workspace:
         self.__init__()
 
 
+def scratch(workspace: Workspace | None, slot: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """``workspace.take(slot, shape, like)``, or a fresh uninitialised tensor without a workspace."""
+    if workspace is None:
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+    return workspace.take(slot, shape, like)
+
+
 def linear_into(out: torch.Tensor, x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     """``out[:] = linear(x)`` for x (n, C_in), out (n, C_out). Returns ``out``."""
     return affine_into(out, x, linear.weight, linear.bias)

@@ -177,7 +177,7 @@ class SwinBlock(nn.Module):
                 bias = attn_bias[windows] if attn_bias.dim() == 4 else attn_bias
                 self._infer_rows(rows[first * tokens:last * tokens], bias, tokens, workspace)
             return x
-        h = self.attn.attend(x.view(batch * (length // tokens), tokens, channels), attn_bias, norm=self.norm1)
+        h = self.attn.attend(x.view(batch * (length // tokens), tokens, channels), attn_bias, self.norm1, workspace)
         x = x + self.drop_path(h.view(batch, length, channels))
         return x + self.drop_path(norm_mlp(self.norm2, self.mlp, x, workspace, self.keep_mlp_hidden))
 
