@@ -57,6 +57,14 @@ def test_layout_change_moves_between_layouts(grid, window, shift):
     assert torch.equal(b, _official_windows(x, window, shift, False))
     assert torch.equal(gather_tokens(b, layout_change(grid, shifted, None)), flat)
     assert layout_change(grid, plain, plain) is None
+    # with autograd: the gradient (gathered back through the inverse permutation) is index_select's
+    leaf = flat.detach().double().requires_grad_()
+    weights = torch.randn(flat.shape, dtype=torch.float64)
+    (gather_tokens(leaf, layout_change(grid, plain, shifted)) * weights).sum().backward()
+    reference = leaf.detach().clone().requires_grad_()
+    index = layout_change(grid, plain, shifted)
+    (reference[:, index] * weights).sum().backward()
+    assert torch.equal(leaf.grad, reference.grad)
     with pytest.raises(ValueError, match="unpadded"):
         layout_change((5, 5), None, ((4, 4), (0, 0), False))
 

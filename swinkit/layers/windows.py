@@ -204,7 +204,26 @@ def gather_tokens(x: torch.Tensor, index: torch.Tensor | None, out: torch.Tensor
         index = index.to(x.device)
     rows = index if batch == 1 else ((torch.arange(batch, device=x.device) * tokens)[:, None] + index).reshape(-1)
     flat = x.reshape(batch * tokens, channels)
+    if out is None and x.requires_grad and torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        return PermuteRows.apply(flat, rows).view(batch, tokens, channels)
     if out is None:
         return flat.index_select(0, rows).view(batch, tokens, channels)
     torch.index_select(flat, 0, rows, out=out.view(batch * tokens, channels))
     return out
+
+
+class PermuteRows(torch.autograd.Function):
+    """``x[rows]`` for x (n, C) and a permutation ``rows`` (n,). Backward gathers the gradient with
+    the inverse permutation, instead of index_select's zero-filled gradient and scatter-add."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(rows)
+        return x.index_select(0, rows)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (rows,) = ctx.saved_tensors
+        inverse = torch.empty_like(rows)
+        inverse[rows] = torch.arange(rows.numel(), device=rows.device)
+        return grad.index_select(0, inverse), None
