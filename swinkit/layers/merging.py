@@ -25,6 +25,9 @@ class PatchMerging(nn.Module):
         height, width = x.shape[-3], x.shape[-2]
         if height % 2 or width % 2:
             x = F.pad(x, (0, 0, 0, width % 2, 0, height % 2))
-        x = torch.cat([x[..., 0::2, 0::2, :], x[..., 1::2, 0::2, :],
-                       x[..., 0::2, 1::2, :], x[..., 1::2, 1::2, :]], dim=-1)
+        # (.., H/2, h parity, W/2, w parity, C) -> (.., H/2, W/2, w parity, h parity, C): the four
+        # neighbours in the official order, in one copy (and one copy back in backward)
+        *lead, height, width, channels = x.shape
+        x = x.reshape(*lead, height // 2, 2, width // 2, 2, channels).movedim(-4, -2)
+        x = x.reshape(*lead, height // 2, width // 2, 4 * channels)
         return layer_norm_linear(x, self.norm, self.reduction)  # training keeps x, not its normalised copy
