@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 import torch.nn as nn
@@ -115,12 +115,9 @@ class WindowAttention(nn.Module):
         bias = attn_bias if attn_bias.dtype == qkv.dtype else attn_bias.to(qkv.dtype)
         dropout = self.attn_drop if self.training else 0.0
         if dropout == 0.0 and _recompute_in_backward(qkv, bias):
-            parts = getattr(attn_bias, "_swinkit_parts", None)  # left by attention_bias(): rebuilt in backward
-            if parts is None:
-                out = BiasedWindowAttention.apply(qkv, bias, None, self.num_heads, self.scale, None, None, workspace)
-            else:
-                table, index, mask = parts
-                out = BiasedWindowAttention.apply(qkv, table, mask, self.num_heads, self.scale, bias, index, workspace)
+            # attention_bias() leaves what the bias is made of, for backward to rebuild it from
+            table, index, mask = getattr(attn_bias, "_swinkit_parts", (bias, None, None))
+            out = BiasedWindowAttention.apply(qkv, table, mask, self.num_heads, self.scale, bias, index, workspace)
         else:
             out = window_sdpa(*split_heads(qkv, self.num_heads), bias, self.scale, dropout)
         return out.reshape(count, tokens, self.num_heads * self.head_dim)
