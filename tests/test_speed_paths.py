@@ -162,7 +162,7 @@ def test_training_gradients_equal_plain_autograd(name, overrides, shape, flipped
     model, x = _pair(name, {**overrides, "drop_path_rate": 0.0, "head_drop_rate": 0.0}, shape)
     model.train()
     if flipped:
-        monkeypatch.setattr(window_attention, "BACKWARD_CHUNK_ELEMENTS", 2 * 2 * 32 ** 2)
+        monkeypatch.setattr(window_attention, "ATTENTION_CHUNK_ELEMENTS", 2 * 2 * 32 ** 2)
         for stage in model.layers:
             for block in stage.blocks:
                 block.keep_mlp_hidden = not block.keep_mlp_hidden
@@ -193,7 +193,7 @@ def test_training_gradients_equal_plain_autograd(name, overrides, shape, flipped
                                                   ((2, 2, 3, 3), True)])
 @pytest.mark.parametrize("windows_per_group", [1, 2, 4])
 def test_autograd_functions_gradcheck(bias_shape, with_mask, windows_per_group, monkeypatch):
-    monkeypatch.setattr(window_attention, "BACKWARD_CHUNK_ELEMENTS", windows_per_group * 2 * 3 * 3)
+    monkeypatch.setattr(window_attention, "ATTENTION_CHUNK_ELEMENTS", windows_per_group * 2 * 3 * 3)
     torch.manual_seed(0)
     qkv = torch.randn(4, 3, 3 * 2 * 2, dtype=torch.float64, requires_grad=True)  # 4 windows, 3 tokens, 2 heads of 2
     bias = torch.randn(*bias_shape, dtype=torch.float64, requires_grad=True)
@@ -266,6 +266,34 @@ def test_norm_mlp_with_frozen_parameters_matches_plain_autograd():
                 assert fast.grad is None
             else:
                 torch.testing.assert_close(fast.grad, ref.grad, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("count,bias_shape", [(6, (3, 5, 5)), (6, (3, 3, 5, 5)), (6, (6, 3, 5, 5)), (2, (3, 5, 5))])
+@pytest.mark.parametrize("windows_per_group", [1, 2, 6])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_head_by_head_and_fused_attention_agree(count, bias_shape, windows_per_group, dtype, monkeypatch):
+    """Both kernels of window_sdpa (batched products head by head, a group of windows at a time, and
+    PyTorch's fused one) give the plain softmax attention, with and without a workspace."""
+    monkeypatch.setattr(window_attention, "ATTENTION_CHUNK_ELEMENTS", windows_per_group * 3 * 5 * 5)
+    torch.manual_seed(0)
+    qkv = torch.randn(count, 5, 3 * 3 * 4, dtype=dtype)  # 5 tokens, 3 heads of 4
+    q, k, v = window_attention.split_heads(qkv, 3)
+    bias = torch.randn(*bias_shape, dtype=dtype)
+    plain = _plain_attention(q, k, v, bias, 0.5)
+    tolerance = dict(atol=1e-12, rtol=1e-12) if dtype == torch.float64 else dict(atol=2e-6, rtol=1e-5)
+    workspace = Workspace()
+    for scratch in (None, workspace, workspace):  # the second call reuses the buffers
+        torch.testing.assert_close(window_attention.head_by_head_attention(q, k, v, bias, 0.5, scratch), plain,
+                                   **tolerance)
+    assert workspace._buffers()
+    head_by_head_wins = window_attention._head_by_head_wins
+    assert not head_by_head_wins(q.clone().requires_grad_(), k, v, bias)  # never under autograd
+    with torch.no_grad():
+        # dispatch: the products for at least as many windows as heads, the fused kernel for fewer
+        assert head_by_head_wins(q, k, v, bias) == (count >= 3)
+        torch.testing.assert_close(window_sdpa(q, k, v, bias, 0.5, workspace=workspace), plain, **tolerance)
+        monkeypatch.setattr(window_attention, "_head_by_head_wins", lambda *a: False)
+        torch.testing.assert_close(window_sdpa(q, k, v, bias, 0.5), plain, **tolerance)
 
 
 def test_window_sdpa_rejects_mismatched_bias():

@@ -73,15 +73,19 @@ class ModelInfo:
 
 
 def flop_formulas() -> dict:
-    """Formulas ``FlopCounterMode`` lacks: the in-place matrix product the inference paths accumulate
-    residuals with, and the CPU flash-attention kernels (counted as the math path counts them)."""
+    """Formulas ``FlopCounterMode`` lacks: the in-place matrix products the inference paths accumulate
+    residuals and attention logits with, and the CPU flash-attention kernels (counted as the math
+    path counts them)."""
     from torch.utils import flop_counter
     aten = torch.ops.aten
 
     def addmm_inplace(acc_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
         return 2 * a_shape[0] * a_shape[1] * b_shape[1]
 
-    mapping = {aten.addmm_: addmm_inplace}
+    def baddbmm_inplace(acc_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+        return 2 * a_shape[0] * a_shape[1] * a_shape[2] * b_shape[2]
+
+    mapping = {aten.addmm_: addmm_inplace, aten.baddbmm_: baddbmm_inplace}
     if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
         def forward(query, key, value, *args, out_shape=None, **kwargs) -> int:
             return flop_counter.sdpa_flop_count(query, key, value)

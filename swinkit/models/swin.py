@@ -186,7 +186,7 @@ class SwinBlock(nn.Module):
         count, channels = rows.shape
         # chunk-sized LayerNorm outputs are reused by the allocator itself (PyTorch has no real out= LayerNorm)
         qkv = linear_into(workspace.take("qkv", (count, 3 * channels), rows), self.norm1(rows), self.attn.qkv)
-        attended = self.attn.attend_qkv(qkv.view(-1, tokens, 3 * channels), attn_bias)
+        attended = self.attn.attend_qkv(qkv.view(-1, tokens, 3 * channels), attn_bias, workspace)
         linear_add_(rows, attended.view(count, channels), self.attn.proj)
         del attended
         hidden = workspace.take("hidden", (count, self.mlp.fc1.out_features), rows)
