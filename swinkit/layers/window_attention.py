@@ -199,16 +199,13 @@ def head_by_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bi
     out = q.new_empty(count, tokens, heads, head_dim)
     groups = window_groups(count, windows_per_sample(bias), ATTENTION_CHUNK_ELEMENTS // (heads * tokens * tokens))
     for first, last, windows in groups:
-        group_bias = bias[windows] if bias.dim() == 4 else bias
-        width = windows.stop - windows.start  # distinct windows of a sample in the group
+        group_bias = windows_of(bias, windows)
+        per_window = group_bias if group_bias.dim() == 4 else group_bias.unsqueeze(0)  # (1 or nW, nH, N, N)
         logits = scratch(workspace, "attn_logits", (heads, last - first, tokens, tokens), q)
         per_head = scratch(workspace, "attn_out", (heads, last - first, tokens, head_dim), q)
         for head in range(heads):
-            head_logits = logits[head]
-            if group_bias.dim() == 3:
-                head_logits.copy_(group_bias[head].expand_as(head_logits))
-            else:  # (windows of a sample, nH, N, N): the same for every sample in the group
-                head_logits.view(-1, width, tokens, tokens).copy_(group_bias[:, head])
+            head_logits = logits[head]  # the bias first, the same for every sample in the group
+            head_logits.view(-1, per_window.shape[0], tokens, tokens).copy_(per_window[:, head])
             head_logits.baddbmm_(q[first:last, head], k[first:last, head].transpose(1, 2), alpha=scale)
         probs = torch.ops.aten._softmax.out(logits, -1, False, out=logits)  # row by row: in place is safe
         for head in range(heads):
@@ -233,6 +230,12 @@ def window_groups(count: int, per_sample: int, max_windows: int) -> Iterator[tup
     for first in range(0, count, want):
         offset = first % per_sample if want < per_sample else 0
         yield first, min(first + want, count), slice(offset, offset + width)
+
+
+def windows_of(bias: torch.Tensor, windows: slice) -> torch.Tensor:
+    """A group's part of a bias: the ``windows`` slice (from :func:`window_groups`) of a per-window
+    (nW, nH, N, N) bias, or a shared (nH, N, N) bias whole."""
+    return bias[windows] if bias.dim() == 4 else bias
 
 
 def windows_per_sample(attn_bias: torch.Tensor) -> int:
@@ -292,7 +295,7 @@ class BiasedWindowAttention(torch.autograd.Function):
             logits = torch.matmul(qs, ks.transpose(-2, -1), out=scratch(ctx.workspace, "attn_logits", square, qs))
             logits.mul_(scale)
             per_window = logits.view(-1, width, heads, tokens, tokens)
-            per_window.add_(relative[windows] if relative.dim() == 4 else relative)
+            per_window.add_(windows_of(relative, windows))
             if mask is not None:
                 per_window.add_(mask[windows].unsqueeze(1))
             probs = torch.ops.aten._softmax.out(logits, -1, False, out=scratch(ctx.workspace, "attn_probs", square, qs))
@@ -303,7 +306,7 @@ class BiasedWindowAttention(torch.autograd.Function):
                 grad_probs, probs, -1, probs.dtype, grad_input=scratch(ctx.workspace, "attn_grad", square, qs))
             del grad_probs, probs
             if grad_relative is not None:
-                target = grad_relative if relative.dim() == 3 else grad_relative[windows]
+                target = windows_of(grad_relative, windows)
                 summed = scratch(ctx.workspace, "attn_bias_grad", tuple(target.shape), target)
                 target += torch.sum(grad_logits.view(-1, *target.shape), 0, out=summed)
             torch.mul(torch.matmul(grad_logits, ks), scale, out=grad_q[first:last])

@@ -23,7 +23,7 @@ from swinkit.layers.merging import PatchMerging
 from swinkit.layers.mlp import Mlp
 from swinkit.layers.patch_embed import PatchEmbed
 from swinkit.layers.recompute import autocast_dtype, autocast_enabled, norm_mlp
-from swinkit.layers.window_attention import WindowAttention, window_groups, windows_per_sample
+from swinkit.layers.window_attention import WindowAttention, window_groups, windows_of, windows_per_sample
 from swinkit.layers.workspace import Workspace, linear_add_, linear_into
 from swinkit.layers.windows import (gather_tokens, layout_change, padded_size, shifted_window_mask,
                                     window_partition, window_reverse)
@@ -174,8 +174,7 @@ class SwinBlock(nn.Module):
             limit = max(tokens, CHUNK_ELEMENTS // self.mlp.fc1.out_features) if x.device.type == "cpu" else rows.shape[0]
             groups = window_groups(batch * (length // tokens), windows_per_sample(attn_bias), limit // tokens)
             for first, last, windows in groups:
-                bias = attn_bias[windows] if attn_bias.dim() == 4 else attn_bias
-                self._infer_rows(rows[first * tokens:last * tokens], bias, tokens, workspace)
+                self._infer_rows(rows[first * tokens:last * tokens], windows_of(attn_bias, windows), tokens, workspace)
             return x
         h = self.attn.attend(x.view(batch * (length // tokens), tokens, channels), attn_bias, self.norm1, workspace)
         x = x + self.drop_path(h.view(batch, length, channels))
