@@ -57,7 +57,7 @@ def test_swin_case_round_trips_and_reproduces_outputs(case, tmp_path):
     native = save_checkpoint(info.model, tmp_path / "native.safetensors")
     model = load_model(native)  # the config comes from the file's metadata
     assert model.config == info.model.config
-    back = save_checkpoint(model, tmp_path / f"official.pth", format=fmt)
+    back = save_checkpoint(model, tmp_path / "official.pth", format=fmt)
     assert_same_tensors(official_state(case / "checkpoint.pth"), official_state(back))
     outputs = swin_outputs(model, io["input"], meta["family"])
     for name, ref in io["outputs"].items():

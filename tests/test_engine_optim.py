@@ -98,7 +98,8 @@ def test_adamw_falls_back_when_there_is_no_fused_kernel(monkeypatch):
         def __init__(self, params, **options):
             made.append(options)
             if options.get("fused"):
-                raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+                raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of "
+                                   "supported devices")
             super().__init__(params, **options)
 
     monkeypatch.setattr(optim.torch.optim, "AdamW", NoFused)

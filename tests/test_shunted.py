@@ -4,8 +4,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
-from pathlib import Path
 
 import pytest
 import torch

@@ -142,16 +142,21 @@ class _Plain:
     """Stand-ins for the memory-saving autograd functions: the same maths through plain autograd."""
 
     class Attention:
-        apply = staticmethod(lambda qkv, bias, mask, heads, scale, combined=None, index=None, workspace=None: _plain_attention(
-            *window_attention.split_heads(qkv, heads), bias if index is None else gather_bias(bias, index), scale,
-            mask))
+        @staticmethod
+        def apply(qkv, bias, mask, heads, scale, combined=None, index=None, workspace=None):
+            table_rows = bias if index is None else gather_bias(bias, index)
+            return _plain_attention(*window_attention.split_heads(qkv, heads), table_rows, scale, mask)
 
     class NormMlp:
-        apply = staticmethod(lambda x, nw, nb, w1, b1, w2, b2, eps, approximate, workspace, keep_hidden=True: F.linear(
-            F.gelu(F.linear(F.layer_norm(x, (x.shape[-1],), nw, nb, eps), w1, b1), approximate=approximate), w2, b2))
+        @staticmethod
+        def apply(x, nw, nb, w1, b1, w2, b2, eps, approximate, workspace, keep_hidden=True):
+            hidden = F.linear(F.layer_norm(x, (x.shape[-1],), nw, nb, eps), w1, b1)
+            return F.linear(F.gelu(hidden, approximate=approximate), w2, b2)
 
     class LayerNormLinear:
-        apply = staticmethod(lambda x, nw, nb, w, b, eps: F.linear(F.layer_norm(x, (x.shape[-1],), nw, nb, eps), w, b))
+        @staticmethod
+        def apply(x, nw, nb, w, b, eps):
+            return F.linear(F.layer_norm(x, (x.shape[-1],), nw, nb, eps), w, b)
 
 
 @pytest.mark.parametrize("name,overrides,shape", CASES[:3])
@@ -225,8 +230,9 @@ def test_autograd_functions_gradcheck(bias_shape, with_mask, windows_per_group, 
     assert torch.autograd.gradcheck(lambda *a: LayerNormLinear.apply(*a, 1e-5), (x, norm_w, norm_b, w, b))
     w2, b2 = (t.detach().clone().requires_grad_() for t in (w.t()[:3], b))
     workspace = Workspace()
-    for approximate, scratch, keep_hidden in (("none", None, True), ("tanh", workspace, True), ("none", workspace, True),
-                                              ("none", None, False), ("tanh", workspace, False)):
+    cases = (("none", None, True), ("tanh", workspace, True), ("none", workspace, True), ("none", None, False),
+             ("tanh", workspace, False))
+    for approximate, scratch, keep_hidden in cases:
         assert torch.autograd.gradcheck(lambda *a: NormMlp.apply(*a, 1e-5, approximate, scratch, keep_hidden),
                                         (x, norm_w, norm_b, w, b, w2, b2))
     assert workspace._buffers()  # the scratch buffers were used

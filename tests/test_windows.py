@@ -58,8 +58,9 @@ def _official_mask(padded, window, shift):
     return diff.masked_fill(diff != 0, MASK_FILL).masked_fill(diff == 0, 0.0)
 
 
-@pytest.mark.parametrize("padded,window,shift", [((8, 8), (4, 4), (2, 2)), ((6, 9), (3, 3), (1, 1)),
-                                                 ((8, 14, 14), (8, 7, 7), (4, 3, 3)), ((4, 6, 6), (4, 3, 3), (0, 1, 1))])
+@pytest.mark.parametrize("padded,window,shift", [
+    ((8, 8), (4, 4), (2, 2)), ((6, 9), (3, 3), (1, 1)), ((8, 14, 14), (8, 7, 7), (4, 3, 3)),
+    ((4, 6, 6), (4, 3, 3), (0, 1, 1))])
 def test_shift_mask_matches_official_loop(padded, window, shift):
     mask = shifted_window_mask(padded, window, shift)
     assert torch.equal(mask, _official_mask(padded, window, shift))

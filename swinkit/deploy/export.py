@@ -4,9 +4,9 @@ Every export goes through ``torch.export``: the batch axis is always dynamic; th
 are made dynamic when the traced graph allows it and still reproduces the model at other sizes (Shunted),
 otherwise they keep the example's size (Swin and Video Swin: their window plan and shifted-window masks
 are decided in Python from the grid size). ONNX is produced from the ``ExportedProgram`` by the dynamo
-exporter after attention is written out as matmuls (see :func:`program_to_onnx`). The written file is run again (onnxruntime for ``.onnx``,
-``torch.export.load`` for ``.pt2``) on several inputs and compared with the PyTorch model before it is
-moved into place.
+exporter after attention is written out as matmuls (see :func:`program_to_onnx`). The written file is
+run again (onnxruntime for ``.onnx``, ``torch.export.load`` for ``.pt2``) on several inputs and compared
+with the PyTorch model before it is moved into place.
 """
 from __future__ import annotations
 
@@ -299,7 +299,9 @@ def _contiguous_weights(program: ExportedProgram) -> None:
     for name, value in program.state_dict.items():
         if not value.is_contiguous():
             copy = value.detach().contiguous()
-            program.state_dict[name] = nn.Parameter(copy, value.requires_grad) if isinstance(value, nn.Parameter) else copy
+            if isinstance(value, nn.Parameter):
+                copy = nn.Parameter(copy, value.requires_grad)
+            program.state_dict[name] = copy
 
 
 def export_model(model: nn.Module, path: str | os.PathLike, input_shape: tuple[int, ...] | None = None, *,

@@ -56,7 +56,7 @@ class ModelInfo:
             f"{self.name} ({self.family}), input {shape}",
             f"  parameters        {_count(self.params)} ({self.params:,}; trainable {self.trainable_params:,})",
             f"  multiply-adds     {self.macs / 1e9:.2f} G (attention products {self.attention_macs / 1e9:.3f} G)",
-            f"  activations       " + ("not computed" if self.activation_bytes is None else
+            "  activations       " + ("not computed" if self.activation_bytes is None else
                                      f"{self.activation_bytes / 2 ** 20:,.1f} MiB kept for the backward pass "
                                      f"(fp32 training forward, batch {self.input_shape[0]})"),
             f"  output            {tuple(self.output_shape)}",

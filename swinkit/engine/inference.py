@@ -61,7 +61,8 @@ def predict(model: nn.Module, dataset, classes: list[str], topk: int = 5, averag
     spatial_dims = num_spatial_dims(model)
     model.eval()
     results = []
-    for batch in tqdm(make_loader(dataset, batch_size, num_workers), desc="predict", disable=None if progress else True, leave=False):
+    batches = make_loader(dataset, batch_size, num_workers)
+    for batch in tqdm(batches, desc="predict", disable=None if progress else True, leave=False):
         results += [{"path": path, "error": error} for path, error in batch["skipped"]]
         if batch["inputs"] is None:
             continue
@@ -109,7 +110,8 @@ def extract_features(model: nn.Module, dataset, stages: list[int] | None = None,
     chunks: dict[str, list[torch.Tensor]] = {}
     paths: list[str] = []
     skipped: list[tuple[str, str]] = []
-    for batch in tqdm(make_loader(dataset, batch_size, num_workers), desc="extract", disable=None if progress else True, leave=False):
+    batches = make_loader(dataset, batch_size, num_workers)
+    for batch in tqdm(batches, desc="extract", disable=None if progress else True, leave=False):
         skipped += batch["skipped"]
         if batch["inputs"] is None:
             continue

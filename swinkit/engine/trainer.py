@@ -263,7 +263,8 @@ class Trainer:
         remaining_steps = self.steps_per_epoch - self.batch_in_epoch // cfg.accum_steps
         batches = iter(self.train_loader)
         bar = tqdm(total=self.steps_per_epoch, initial=self.steps_per_epoch - remaining_steps,
-                   desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=None if (cfg.progress and self.is_main) else True, leave=False)
+                   desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=None if (cfg.progress and self.is_main) else True,
+                   leave=False)
         try:
             for _ in range(remaining_steps):
                 self.train_step([next(batches) for _ in range(cfg.accum_steps)])

@@ -64,7 +64,8 @@ class LayerNormLinear(torch.autograd.Function):
         grad_rows = grad_out.reshape(-1, grad_out.shape[-1])
         grad_weight = grad_bias = None
         if ctx.needs_input_grad[3]:
-            grad_weight = grad_rows.t().mm(layer_norm_again(x, mean, rstd, norm_weight, norm_bias).reshape(-1, channels))
+            normalized = layer_norm_again(x, mean, rstd, norm_weight, norm_bias).reshape(-1, channels)
+            grad_weight = grad_rows.t().mm(normalized)
         if ctx.has_bias and ctx.needs_input_grad[4]:
             grad_bias = grad_rows.sum(0)
         grad_normed = grad_out.matmul(weight)

@@ -38,7 +38,8 @@ class WindowAttention(nn.Module):
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self._bias_cache: dict[tuple, tuple] = {}  # attention_bias() results (and the table they came from), autograd off
+        # attention_bias() results (and the table they came from), autograd off
+        self._bias_cache: dict[tuple, tuple] = {}
 
     def bias_index(self, window: tuple[int, ...]) -> torch.Tensor:
         """(N, N) table rows used for ``window``."""
@@ -109,7 +110,8 @@ class WindowAttention(nn.Module):
         qkv = self.qkv(windows) if norm is None else layer_norm_linear(windows, norm, self.qkv)
         return self.proj_drop(self.proj(self.attend_qkv(qkv, attn_bias, workspace)))
 
-    def attend_qkv(self, qkv: torch.Tensor, attn_bias: torch.Tensor, workspace: Workspace | None = None) -> torch.Tensor:
+    def attend_qkv(self, qkv: torch.Tensor, attn_bias: torch.Tensor,
+                   workspace: Workspace | None = None) -> torch.Tensor:
         """The attention itself, before the output projection: qkv (B * nW, N, 3C) -> (B * nW, N, C)."""
         count, tokens, _ = qkv.shape
         bias = attn_bias if attn_bias.dtype == qkv.dtype else attn_bias.to(qkv.dtype)
@@ -301,7 +303,8 @@ class BiasedWindowAttention(torch.autograd.Function):
             probs = torch.ops.aten._softmax.out(logits, -1, False, out=scratch(ctx.workspace, "attn_probs", square, qs))
             del logits, per_window
             grad_v[first:last] = torch.matmul(probs.transpose(-2, -1), grads)
-            grad_probs = torch.matmul(grads, vs.transpose(-2, -1), out=scratch(ctx.workspace, "attn_logits", square, qs))
+            grad_probs = torch.matmul(grads, vs.transpose(-2, -1),
+                                      out=scratch(ctx.workspace, "attn_logits", square, qs))
             grad_logits = torch.ops.aten._softmax_backward_data.out(
                 grad_probs, probs, -1, probs.dtype, grad_input=scratch(ctx.workspace, "attn_grad", square, qs))
             del grad_probs, probs

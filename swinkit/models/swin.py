@@ -171,7 +171,9 @@ class SwinBlock(nn.Module):
         batch, length, channels = x.shape
         if in_place:
             rows = x.view(batch * length, channels)
-            limit = max(tokens, CHUNK_ELEMENTS // self.mlp.fc1.out_features) if x.device.type == "cpu" else rows.shape[0]
+            limit = rows.shape[0]
+            if x.device.type == "cpu":
+                limit = max(tokens, CHUNK_ELEMENTS // self.mlp.fc1.out_features)
             groups = window_groups(batch * (length // tokens), windows_per_sample(attn_bias), limit // tokens)
             for first, last, windows in groups:
                 self._infer_rows(rows[first * tokens:last * tokens], windows_of(attn_bias, windows), tokens, workspace)
