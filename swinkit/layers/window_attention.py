@@ -245,8 +245,6 @@ def windows_per_sample(attn_bias: torch.Tensor) -> int:
     return attn_bias.shape[0] if attn_bias.dim() == 4 else 1
 
 
-
-
 class BiasedWindowAttention(torch.autograd.Function):
     """:func:`window_sdpa` on the heads of a qkv projection, whose backward recomputes the
     attention weights: qkv (B * nW, N, 3C), bias (nH, N, N) or (nW, nH, N, N), mask (nW, N, N) or
