@@ -27,10 +27,12 @@ PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check)
 
 # torch and torchvision in one resolve, so that pip cannot pair torchvision with a newer torch.
 "${PIP[@]}" "torch${TORCH_SPEC}" "torchvision${TORCHVISION_SPEC}"
-"${PIP[@]}" "timm${TIMM_SPEC}" numpy safetensors pyyaml tqdm av pillow matplotlib "torch${TORCH_SPEC}"
+"${PIP[@]}" "timm${TIMM_SPEC}" numpy safetensors pyyaml tqdm av pillow matplotlib ninja "torch${TORCH_SPEC}"
 # swinkit itself, editable and without dependencies (torch must stay the one installed above).
 "${PIP[@]}" --no-deps -e .
 
+# swinkit's compiled CPU attention kernel for this torch (about a minute, once)
+"$VENV/bin/python" -m swinkit.tools.build_kernels
 "$VENV/bin/python" - <<'EOF'
 import torch, torchvision, timm, swinkit
 print(f"bench env ready: torch {torch.__version__}, torchvision {torchvision.__version__}, "

@@ -74,9 +74,11 @@ class ModelInfo:
 
 def flop_formulas() -> dict:
     """Formulas ``FlopCounterMode`` lacks: the in-place matrix products the inference paths accumulate
-    residuals and attention logits with, and the CPU flash-attention kernels (counted as the math
-    path counts them)."""
+    residuals and attention logits with, and the CPU flash-attention kernels and swinkit's own (counted
+    as the math path counts them)."""
     from torch.utils import flop_counter
+
+    from swinkit.layers import native
     aten = torch.ops.aten
 
     def addmm_inplace(acc_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
@@ -96,6 +98,11 @@ def flop_formulas() -> dict:
             return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
 
         mapping[aten._scaled_dot_product_flash_attention_for_cpu_backward] = backward
+
+    def window_attention(query, key, value, *args, out_shape=None, **kwargs) -> int:  # swinkit's CPU kernel
+        return flop_counter.sdpa_flop_count(query, key, value)
+
+    mapping[native.OP] = window_attention
     return mapping
 
 

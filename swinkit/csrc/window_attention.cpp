@@ -1,0 +1,243 @@
+// Window attention on the CPU (AVX2 + FMA, fp32): softmax(scale * q k^T + bias) v for every
+// (window, head), one task per pair, all of it in cache: K^T (8 x 8 register transposes) and V packed
+// once per task, logits six query rows at a time with their row maxima, exponentials by a polynomial
+// (~1 ulp), the normalisation applied to the output rows. Built on first use by swinkit/layers/native.py.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+// exp(x) for x <= 0; exactly 0 below -87.3 (and for -inf), ~1 ulp elsewhere (Cephes polynomial)
+inline __m256 exp_nonpositive(__m256 x) {
+  const __m256 lo = _mm256_set1_ps(-87.3365447f);
+  const __m256 keep = _mm256_cmp_ps(x, lo, _CMP_GE_OQ);
+  x = _mm256_max_ps(x, lo);
+  __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+  return _mm256_and_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(e)), keep);
+}
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
+}
+inline float hmax(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_max_ss(s, _mm_shuffle_ps(s, s, 1)));
+}
+
+// 8 x 8 transpose: rows src[r * src_stride .. + 8] -> dst[c * dst_stride + r]
+inline void transpose8(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
+  __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + src_stride),
+         r2 = _mm256_loadu_ps(src + 2 * src_stride), r3 = _mm256_loadu_ps(src + 3 * src_stride),
+         r4 = _mm256_loadu_ps(src + 4 * src_stride), r5 = _mm256_loadu_ps(src + 5 * src_stride),
+         r6 = _mm256_loadu_ps(src + 6 * src_stride), r7 = _mm256_loadu_ps(src + 7 * src_stride);
+  __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+         t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+         t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+  __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+         u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+         u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+         u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+  _mm256_storeu_ps(dst, _mm256_permute2f128_ps(u0, u4, 0x20));
+  _mm256_storeu_ps(dst + dst_stride, _mm256_permute2f128_ps(u1, u5, 0x20));
+  _mm256_storeu_ps(dst + 2 * dst_stride, _mm256_permute2f128_ps(u2, u6, 0x20));
+  _mm256_storeu_ps(dst + 3 * dst_stride, _mm256_permute2f128_ps(u3, u7, 0x20));
+  _mm256_storeu_ps(dst + 4 * dst_stride, _mm256_permute2f128_ps(u0, u4, 0x31));
+  _mm256_storeu_ps(dst + 5 * dst_stride, _mm256_permute2f128_ps(u1, u5, 0x31));
+  _mm256_storeu_ps(dst + 6 * dst_stride, _mm256_permute2f128_ps(u2, u6, 0x31));
+  _mm256_storeu_ps(dst + 7 * dst_stride, _mm256_permute2f128_ps(u3, u7, 0x31));
+}
+
+constexpr int ROWS = 6;  // query rows per block: 6 x 16 logits tiles, two 3 x 32 output tiles
+
+// scratch floats one task needs: K^T (hd x np), V (np x hd), one block's logits (ROWS x np)
+inline int64_t scratch_floats(int64_t n, int64_t hd) {
+  const int64_t np = (n + 7) / 8 * 8;
+  return 2 * hd * np + ROWS * np;
+}
+
+// ROWS query rows . 8 * V columns of K^T (rows np apart) over d < hd -> acc[2 * r + c]
+template <int V>
+__attribute__((always_inline)) inline void logits_tile(const float* const* q_rows, const float* kt, int64_t np,
+                                                        int64_t hd, __m256* acc) {
+  __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00,
+         a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
+  const float *r0 = q_rows[0], *r1 = q_rows[1], *r2 = q_rows[2], *r3 = q_rows[3], *r4 = q_rows[4], *r5 = q_rows[5];
+  for (int64_t d = 0; d < hd; ++d) {
+    const __m256 k0 = _mm256_loadu_ps(kt + d * np);
+    const __m256 k1 = V == 2 ? _mm256_loadu_ps(kt + d * np + 8) : k0;
+    __m256 b;
+#define ROW(i) b = _mm256_broadcast_ss(r##i + d); a##i##0 = _mm256_fmadd_ps(b, k0, a##i##0); \
+    if (V == 2) a##i##1 = _mm256_fmadd_ps(b, k1, a##i##1);
+    ROW(0) ROW(1) ROW(2) ROW(3) ROW(4) ROW(5)
+#undef ROW
+  }
+  acc[0] = a00; acc[1] = a01; acc[2] = a10; acc[3] = a11; acc[4] = a20; acc[5] = a21;
+  acc[6] = a30; acc[7] = a31; acc[8] = a40; acc[9] = a41; acc[10] = a50; acc[11] = a51;
+}
+
+// 3 rows of numerators p . V (rows hd apart) for 8 * W columns -> acc[4 * r + c]
+template <int W>
+__attribute__((always_inline)) inline void output_tile(const float* p0, const float* p1, const float* p2,
+                                                        const float* vp, int64_t hd, int64_t np, __m256* acc) {
+  __m256 a[3][4];
+  for (int r = 0; r < 3; ++r) for (int c = 0; c < 4; ++c) a[r][c] = _mm256_setzero_ps();
+  for (int64_t j = 0; j < np; ++j) {
+    const float* vr = vp + j * hd;
+    const __m256 b0 = _mm256_broadcast_ss(p0 + j), b1 = _mm256_broadcast_ss(p1 + j), b2 = _mm256_broadcast_ss(p2 + j);
+    _Pragma("GCC unroll 4") for (int c = 0; c < W; ++c) {
+      const __m256 vv = _mm256_loadu_ps(vr + 8 * c);
+      a[0][c] = _mm256_fmadd_ps(b0, vv, a[0][c]);
+      a[1][c] = _mm256_fmadd_ps(b1, vv, a[1][c]);
+      a[2][c] = _mm256_fmadd_ps(b2, vv, a[2][c]);
+    }
+  }
+  _Pragma("GCC unroll 4") for (int c = 0; c < W; ++c) { acc[c] = a[0][c]; acc[4 + c] = a[1][c]; acc[8 + c] = a[2][c]; }
+}
+
+// softmax(scale q k^T + bias) v for one (window, head). q, k, v: n rows of hd floats, rows qkv_stride
+// apart; bias (n, n) contiguous; out: n rows of hd floats, out_stride apart; hd % 8 == 0.
+inline void attend(const float* q, const float* k, const float* v, int64_t qkv_stride, const float* bias,
+                   float* out, int64_t out_stride, int64_t n, int64_t hd, float scale, float* scratch) {
+  const int64_t np = (n + 7) / 8 * 8, nvec = np / 8;
+  float* kt = scratch;            // (hd, np)
+  float* vp = kt + hd * np;       // (np, hd)
+  float* s = vp + np * hd;        // (ROWS, np)
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int64_t d = 0; d < hd; d += 8) transpose8(k + j * qkv_stride + d, qkv_stride, kt + d * np + j, np);
+  for (; j < n; ++j)
+    for (int64_t d = 0; d < hd; ++d) kt[d * np + j] = k[j * qkv_stride + d];
+  for (int64_t d = 0; d < hd; ++d) std::fill(kt + d * np + n, kt + (d + 1) * np, 0.f);
+  for (j = 0; j < n; ++j) std::copy(v + j * qkv_stride, v + j * qkv_stride + hd, vp + j * hd);
+  std::fill(vp + n * hd, vp + np * hd, 0.f);
+  const int tail = (int)(n - (nvec - 1) * 8);
+  alignas(32) int lanes[8];
+  for (int t = 0; t < 8; ++t) lanes[t] = t < tail ? -1 : 0;
+  const __m256i tail_mask = _mm256_load_si256((const __m256i*)lanes);
+  const __m256 vscale = _mm256_set1_ps(scale), ninf = _mm256_set1_ps(-INFINITY);
+  __m256 acc[12];
+  for (int64_t i0 = 0; i0 < n; i0 += ROWS) {
+    const int64_t rows = std::min<int64_t>(ROWS, n - i0);
+    const float* q_rows[ROWS];
+    __m256 row_max[ROWS];
+    for (int r = 0; r < ROWS; ++r) {
+      q_rows[r] = q + (i0 + std::min<int64_t>(r, rows - 1)) * qkv_stride;
+      row_max[r] = ninf;
+    }
+    // logits + bias into s, with each row's running maximum; lanes past n are -inf
+    auto store = [&](int64_t jv, int c) {
+      const bool last = jv == nvec - 1;
+      _Pragma("GCC unroll 6") for (int r = 0; r < ROWS; ++r) {
+        const int64_t offset = (i0 + std::min<int64_t>(r, rows - 1)) * n + jv * 8;
+        const __m256 b = last ? _mm256_maskload_ps(bias + offset, tail_mask) : _mm256_loadu_ps(bias + offset);
+        __m256 x = _mm256_fmadd_ps(acc[2 * r + c], vscale, b);
+        if (last) x = _mm256_blendv_ps(ninf, x, _mm256_castsi256_ps(tail_mask));
+        row_max[r] = _mm256_max_ps(row_max[r], x);
+        _mm256_storeu_ps(s + r * np + jv * 8, x);
+      }
+    };
+    int64_t jv = 0;
+    for (; jv + 2 <= nvec; jv += 2) {
+      logits_tile<2>(q_rows, kt + jv * 8, np, hd, acc);
+      store(jv, 0); store(jv + 1, 1);
+    }
+    if (jv < nvec) { logits_tile<1>(q_rows, kt + jv * 8, np, hd, acc); store(jv, 0); }
+    float inv_sum[ROWS];
+    for (int r = 0; r < ROWS; ++r) {
+      float* sr = s + r * np;
+      const __m256 mb = _mm256_set1_ps(hmax(row_max[r]));
+      __m256 sv = _mm256_setzero_ps();
+      for (int64_t jj = 0; jj < np; jj += 8) {
+        const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(sr + jj), mb));
+        _mm256_storeu_ps(sr + jj, e);
+        sv = _mm256_add_ps(sv, e);
+      }
+      inv_sum[r] = 1.f / hsum(sv);
+    }
+    for (int half = 0; half < 2; ++half) {  // out rows = (numerators . V) / sum, three rows at a time
+      const int r0 = 3 * half;
+      if (r0 >= rows) break;
+      const float* p0 = s + r0 * np;
+      for (int64_t d0 = 0; d0 < hd; d0 += 32) {
+        const int width = (int)std::min<int64_t>(4, (hd - d0) / 8);
+        switch (width) {
+          case 4: output_tile<4>(p0, p0 + np, p0 + 2 * np, vp + d0, hd, np, acc); break;
+          case 3: output_tile<3>(p0, p0 + np, p0 + 2 * np, vp + d0, hd, np, acc); break;
+          case 2: output_tile<2>(p0, p0 + np, p0 + 2 * np, vp + d0, hd, np, acc); break;
+          default: output_tile<1>(p0, p0 + np, p0 + 2 * np, vp + d0, hd, np, acc); break;
+        }
+        for (int r = 0; r < 3 && r0 + r < rows; ++r) {
+          float* o = out + (i0 + r0 + r) * out_stride + d0;
+          const __m256 is = _mm256_set1_ps(inv_sum[r0 + r]);
+          for (int c = 0; c < width; ++c) _mm256_storeu_ps(o + 8 * c, _mm256_mul_ps(acc[4 * r + c], is));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// q, k, v (W, H, N, hd): fp32 views with the same strides and unit stride along hd (the heads of one
+// qkv projection); bias (Wb, H, N, N) contiguous, window w using bias[w % Wb]. Returns (W, N, H, hd).
+torch::Tensor window_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                               const torch::Tensor& bias, double scale) {
+  TORCH_CHECK(q.device().is_cpu() && q.scalar_type() == torch::kFloat && q.dim() == 4,
+              "window_attention: q must be a float32 CPU tensor (windows, heads, tokens, head_dim), got ",
+              q.scalar_type(), " ", q.sizes());
+  TORCH_CHECK(k.sizes() == q.sizes() && v.sizes() == q.sizes() && k.strides() == q.strides() &&
+              v.strides() == q.strides() && k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(),
+              "window_attention: q, k and v must have the same shape, strides and dtype");
+  TORCH_CHECK(q.stride(3) == 1 && q.size(3) % 8 == 0,
+              "window_attention: head_dim must be a multiple of 8 with unit stride, got ", q.size(3));
+  const int64_t windows = q.size(0), heads = q.size(1), tokens = q.size(2), head_dim = q.size(3);
+  TORCH_CHECK(bias.scalar_type() == torch::kFloat && bias.is_contiguous() && bias.dim() == 4 &&
+              bias.size(0) > 0 && windows % bias.size(0) == 0 && bias.size(1) == heads &&
+              bias.size(2) == tokens && bias.size(3) == tokens,
+              "window_attention: bias must be a contiguous float32 (Wb, ", heads, ", ", tokens, ", ", tokens,
+              ") tensor with Wb dividing ", windows, ", got ", bias.sizes());
+  auto out = torch::empty({windows, tokens, heads, head_dim}, q.options());
+  if (out.numel() == 0) return out;
+  const float* q_data = q.data_ptr<float>();
+  const float* k_data = k.data_ptr<float>();
+  const float* v_data = v.data_ptr<float>();
+  const float* bias_data = bias.data_ptr<float>();
+  float* out_data = out.data_ptr<float>();
+  const int64_t window_stride = q.stride(0), head_stride = q.stride(1), row_stride = q.stride(2);
+  const int64_t bias_windows = bias.size(0);
+  at::parallel_for(0, windows * heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(scratch_floats(tokens, head_dim));
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t w = task / heads, h = task % heads;
+      const int64_t offset = w * window_stride + h * head_stride;
+      attend(q_data + offset, k_data + offset, v_data + offset, row_stride,
+             bias_data + ((w % bias_windows) * heads + h) * tokens * tokens,
+             out_data + (w * tokens * heads + h) * head_dim, heads * head_dim, tokens, head_dim,
+             static_cast<float>(scale), scratch.data());
+    }
+  });
+  return out;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("window_attention", &window_attention, "softmax(scale q k^T + bias) v per (window, head)");
+}

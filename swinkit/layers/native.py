@@ -1,0 +1,100 @@
+"""swinkit's compiled CPU kernel: window attention with AVX2 + FMA (``swinkit/csrc/window_attention.cpp``).
+
+Built with ``torch.utils.cpp_extension`` the first time it is needed (about a minute, once per torch
+version; a C++ compiler is needed) into ``$SWINKIT_CACHE`` (default ``~/.cache/swinkit``), then loaded from there.
+``python -m swinkit.tools.build_kernels`` builds it ahead of time. ``SWINKIT_NATIVE=0`` turns it off. Where it
+cannot be built or the CPU lacks AVX2, swinkit warns once and uses its PyTorch paths, which compute the
+same attention.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import threading
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "window_attention.cpp"
+
+_lock = threading.Lock()
+_state: dict[str, ModuleType | None] = {}
+
+
+def cache_dir() -> Path:
+    """One build per torch version and kernel source."""
+    root = os.environ.get("SWINKIT_CACHE") or Path.home() / ".cache" / "swinkit"
+    torch_tag = torch.__version__.replace("+", "_").replace(".", "_")
+    source_tag = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12] if SOURCE.exists() else "missing"
+    return Path(root) / f"native_torch_{torch_tag}_{source_tag}"
+
+
+def enabled() -> bool:
+    """Not turned off by ``SWINKIT_NATIVE=0`` and the CPU runs AVX2 (PyTorch's own dispatch level)."""
+    if os.environ.get("SWINKIT_NATIVE", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
+
+
+def kernels() -> ModuleType | None:
+    """The compiled module (building it on the first call), or None where it is off or cannot be built."""
+    if "module" in _state:
+        return _state["module"]
+    with _lock:
+        if "module" not in _state:
+            _state["module"] = _build() if enabled() else None
+    return _state["module"]
+
+
+def _build() -> ModuleType | None:
+    from torch.utils.cpp_extension import load
+
+    if shutil.which("ninja") is None:  # the ninja wheel (a dependency) puts it beside this Python, maybe off PATH
+        try:
+            import ninja
+            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+        except ImportError:
+            pass
+    directory = cache_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    if not any(directory.glob("*.so")):
+        print(f"swinkit: building the CPU window-attention kernel in {directory} (once per torch version, "
+              "about a minute)", file=sys.stderr, flush=True)
+    try:
+        return load(name="swinkit_native", sources=[str(SOURCE)], build_directory=str(directory),
+                    extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
+    except Exception as error:  # no compiler, no ninja, a failed build: the PyTorch paths do the same work
+        warnings.warn(f"swinkit: the CPU window-attention kernel could not be built in {directory} ({error}); "
+                      "using the PyTorch attention paths instead (set SWINKIT_NATIVE=0 to silence this)",
+                      RuntimeWarning, stacklevel=3)
+        return None
+
+
+@torch.library.custom_op("swinkit::window_attention", mutates_args=())
+def _window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
+                      scale: float) -> torch.Tensor:
+    module = kernels()
+    if module is None:
+        raise RuntimeError("swinkit's CPU window-attention kernel is not available (see swinkit.layers.native)")
+    return module.window_attention(q, k, v, bias, scale)
+
+
+@_window_attention.register_fake
+def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
+    windows, heads, tokens, head_dim = q.shape
+    return q.new_empty(windows, tokens, heads, head_dim)
+
+
+OP = torch.ops.swinkit.window_attention  # the op packet (FLOP counters key their formulas on it)
+
+
+def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
+                     scale: float) -> torch.Tensor:
+    """softmax(scale q k^T + bias) v: q, k, v (W, nH, N, hd) fp32 views of one qkv projection (hd a multiple
+    of 8), bias (nH, N, N) or (nW, nH, N, N) for the windows of each sample -> (W, N, nH, hd).
+    A dispatcher op (``torch.ops.swinkit.window_attention``), so FLOP counters and profilers see it."""
+    return _window_attention(q, k, v, (bias if bias.dim() == 4 else bias.unsqueeze(0)).contiguous(), scale)

@@ -1,0 +1,18 @@
+"""Build swinkit's compiled CPU kernel ahead of first use: ``python -m swinkit.tools.build_kernels``."""
+from __future__ import annotations
+
+from swinkit.layers import native
+
+
+def main() -> int:
+    if not native.enabled():
+        print("swinkit's CPU kernel is off here (SWINKIT_NATIVE=0, or no AVX2 on this CPU)")
+        return 1
+    if native.kernels() is None:
+        return 1
+    print(f"swinkit CPU kernel ready in {native.cache_dir()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

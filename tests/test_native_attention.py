@@ -1,0 +1,135 @@
+"""swinkit's compiled CPU window-attention kernel (swinkit/csrc/window_attention.cpp): built here, checked
+against float64 attention, dispatched to only where it applies, and replaced by the PyTorch paths where
+it is off or cannot be built."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import swinkit
+from swinkit.layers import native
+from swinkit.layers import window_attention as wa
+
+
+def reference(q, k, v, bias, scale):
+    """float64 softmax(scale q k^T + bias) v per window -> (W, N, nH, hd)."""
+    count = q.shape[0]
+    per_window = bias if bias.dim() == 4 else bias.unsqueeze(0)
+    per_window = per_window.repeat(count // per_window.shape[0], 1, 1, 1)
+    logits = torch.einsum("whnd,whmd->whnm", q.double(), k.double()) * scale + per_window.double()
+    return torch.einsum("whnm,whmd->whnd", logits.softmax(-1), v.double()).transpose(1, 2)
+
+
+def qkv_views(windows, heads, tokens, head_dim, generator):
+    """q, k, v as split_heads gives them: strided views of one (W, N, 3C) projection."""
+    qkv = torch.randn(windows, tokens, 3 * heads * head_dim, generator=generator)
+    return wa.split_heads(qkv, heads)
+
+
+def test_kernel_builds_here():
+    assert native.enabled(), "CI and this machine run AVX2: the kernel must be on"
+    assert native.kernels() is not None
+
+
+@pytest.mark.parametrize("tokens", [1, 7, 8, 9, 16, 35, 49, 98, 196, 392])
+@pytest.mark.parametrize("heads,head_dim", [(1, 8), (3, 32), (5, 64)])
+def test_matches_float64_attention(tokens, heads, head_dim):
+    generator = torch.Generator().manual_seed(tokens * 100 + heads)
+    windows = 6
+    q, k, v = qkv_views(windows, heads, tokens, head_dim, generator)
+    scale = head_dim ** -0.5
+    shared = torch.randn(heads, tokens, tokens, generator=generator)
+    per_window = torch.randn(3, heads, tokens, tokens, generator=generator)
+    per_window[1, :, : tokens // 2, tokens // 2:] -= 100.0  # a shift mask's blocks
+    for bias in (shared, per_window):
+        out = native.window_attention(q, k, v, bias, scale)
+        assert out.shape == (windows, tokens, heads, head_dim) and out.is_contiguous()
+        torch.testing.assert_close(out.double(), reference(q, k, v, bias, scale), atol=2e-6, rtol=1e-5)
+
+
+def test_large_logits_and_contiguous_inputs():
+    """Logits in the hundreds: fp32 rounding of the logits alone moves the result by ~1e-4 here, so the
+    kernel is held to PyTorch's own fp32 attention error on the same inputs."""
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(4, 2, 49, 16, generator=generator) * 6 for _ in range(3))
+    bias = torch.zeros(2, 49, 49)
+    expected = reference(q, k, v, bias, 1.0)
+    torch_error = (F.scaled_dot_product_attention(q, k, v, scale=1.0).transpose(1, 2).double() - expected).abs().max()
+    error = (native.window_attention(q, k, v, bias, 1.0).double() - expected).abs().max()
+    assert torch_error > 1e-5  # the case is a hard one
+    assert error <= 2 * torch_error
+
+
+def test_kernel_rejects_what_it_cannot_take():
+    module = native.kernels()
+    q = torch.randn(2, 3, 49, 32)
+    bias = torch.zeros(1, 3, 49, 49)
+    with pytest.raises(RuntimeError, match="float32"):
+        module.window_attention(q.double(), q.double(), q.double(), bias, 1.0)
+    odd = torch.randn(2, 3, 49, 12)
+    with pytest.raises(RuntimeError, match="multiple of 8"):
+        module.window_attention(odd, odd, odd, torch.zeros(1, 3, 49, 49), 1.0)
+    with pytest.raises(RuntimeError, match="bias must be"):
+        module.window_attention(q, q, q, torch.zeros(3, 3, 49, 49), 1.0)  # 3 does not divide 2 windows
+    with pytest.raises(RuntimeError, match="same shape, strides"):
+        module.window_attention(q, q.contiguous().transpose(2, 3).contiguous().transpose(2, 3), q, bias, 1.0)
+
+
+def count_native_calls(monkeypatch) -> list:
+    calls = []
+    real = native.window_attention
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(native, "window_attention", spy)
+    return calls
+
+
+def test_window_sdpa_dispatch(monkeypatch):
+    calls = count_native_calls(monkeypatch)
+    generator = torch.Generator().manual_seed(1)
+    q, k, v = qkv_views(8, 3, 49, 32, generator)
+    bias = torch.randn(3, 49, 49, generator=generator)
+    with torch.inference_mode():
+        fast = wa.window_sdpa(q, k, v, bias, 0.2)
+    assert len(calls) == 1
+    with torch.inference_mode():
+        wa.window_sdpa(q.double(), k.double(), v.double(), bias.double(), 0.2)  # fp64: the PyTorch paths
+        wa.window_sdpa(*qkv_views(8, 2, 49, 12, generator), bias[:2], 0.2)  # head_dim 12
+    q_grad = q.clone().requires_grad_()
+    slow = wa.window_sdpa(q_grad, k, v, bias, 0.2)  # autograd through the attention: no kernel backward
+    assert len(calls) == 1
+    torch.testing.assert_close(fast, slow.detach(), atol=2e-6, rtol=1e-5)
+
+
+def test_swin_model_uses_kernel_and_matches_without(monkeypatch):
+    torch.manual_seed(0)
+    model = swinkit.create_model("swin_t", img_size=64, embed_dim=32, depths=(2, 2), num_heads=(2, 4),
+                                 window_size=4, num_classes=5).eval()
+    x = torch.randn(2, 3, 64, 64)
+    calls = count_native_calls(monkeypatch)
+    with torch.inference_mode():
+        fast = model(x)
+    assert len(calls) == 4  # every block of both stages
+    monkeypatch.setitem(native._state, "module", None)  # as where it cannot be built
+    with torch.inference_mode():
+        plain = model(x)
+    assert len(calls) == 4
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_switched_off_by_environment(monkeypatch):
+    monkeypatch.setenv("SWINKIT_NATIVE", "0")
+    assert not native.enabled()
+    monkeypatch.setenv("SWINKIT_NATIVE", "1")
+    assert native.enabled()
+
+
+def test_failed_build_warns_and_falls_back(monkeypatch, tmp_path):
+    monkeypatch.setenv("SWINKIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(native, "SOURCE", tmp_path / "missing.cpp")
+    with pytest.warns(RuntimeWarning, match="could not be built"):
+        assert native._build() is None
