@@ -15,9 +15,10 @@ from swinkit.layers import window_attention as wa
 def reference(q, k, v, bias, scale):
     """float64 softmax(scale q k^T + bias) v per window -> (W, N, nH, hd)."""
     count = q.shape[0]
-    per_window = bias if bias.dim() == 4 else bias.unsqueeze(0)
-    per_window = per_window.repeat(count // per_window.shape[0], 1, 1, 1)
-    logits = torch.einsum("whnd,whmd->whnm", q.double(), k.double()) * scale + per_window.double()
+    logits = torch.einsum("whnd,whmd->whnm", q.double(), k.double()) * scale
+    if bias is not None:
+        per_window = bias if bias.dim() == 4 else bias.unsqueeze(0)
+        logits = logits + per_window.repeat(count // per_window.shape[0], 1, 1, 1).double()
     return torch.einsum("whnm,whmd->whnd", logits.softmax(-1), v.double()).transpose(1, 2)
 
 
@@ -48,6 +49,24 @@ def test_matches_float64_attention(tokens, heads, head_dim):
         torch.testing.assert_close(out.double(), reference(q, k, v, bias, scale), atol=2e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("windows,heads,tokens,keys", [(1, 1, 3136, 49), (1, 2, 784, 196), (2, 4, 196, 49),
+                                                       (1, 1, 100, 7), (3, 2, 50, 200), (1, 1, 5, 1)])
+def test_queries_and_keys_of_different_counts(windows, heads, tokens, keys):
+    """Shunted attention: N queries against M aggregated keys, q and k / v from different projections, no
+    bias (and with one); few (window, head) pairs split into blocks of query rows."""
+    generator = torch.Generator().manual_seed(tokens + keys)
+    head_dim = 32
+    q = torch.randn(windows, tokens, heads * 2 * head_dim, generator=generator)[..., : heads * head_dim]
+    q = q.unflatten(-1, (heads, head_dim)).transpose(1, 2)  # strided like Shunted's q[:, :half]
+    k, v = (torch.randn(windows, keys, heads * head_dim, generator=generator).unflatten(-1, (heads, head_dim))
+            .transpose(1, 2) for _ in range(2))
+    scale = head_dim ** -0.5
+    for bias in (None, torch.randn(heads, tokens, keys, generator=generator)):
+        out = native.window_attention(q, k, v, bias, scale)
+        assert out.shape == (windows, tokens, heads, head_dim)
+        torch.testing.assert_close(out.double(), reference(q, k, v, bias, scale), atol=2e-6, rtol=1e-5)
+
+
 def test_large_logits_and_contiguous_inputs():
     """Logits in the hundreds: fp32 rounding of the logits alone moves the result by ~1e-4 here, so the
     kernel is held to PyTorch's own fp32 attention error on the same inputs."""
@@ -72,8 +91,10 @@ def test_kernel_rejects_what_it_cannot_take():
         module.window_attention(odd, odd, odd, torch.zeros(1, 3, 49, 49), 1.0)
     with pytest.raises(RuntimeError, match="bias must be"):
         module.window_attention(q, q, q, torch.zeros(3, 3, 49, 49), 1.0)  # 3 does not divide 2 windows
-    with pytest.raises(RuntimeError, match="same shape, strides"):
-        module.window_attention(q, q.contiguous().transpose(2, 3).contiguous().transpose(2, 3), q, bias, 1.0)
+    with pytest.raises(RuntimeError, match="same"):
+        module.window_attention(q, q, q.contiguous().transpose(2, 3).contiguous().transpose(2, 3), bias, 1.0)
+    with pytest.raises(RuntimeError, match="bias must be"):
+        module.window_attention(q, q[:, :, :7], q[:, :, :7], bias, 1.0)  # 7 keys, bias for 49
 
 
 def count_native_calls(monkeypatch) -> list:
@@ -118,6 +139,21 @@ def test_swin_model_uses_kernel_and_matches_without(monkeypatch):
     with torch.inference_mode():
         plain = model(x)
     assert len(calls) == 4
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_shunted_model_uses_kernel_and_matches_without(monkeypatch):
+    torch.manual_seed(0)
+    model = swinkit.create_model("shunted_t", num_classes=5).eval()
+    x = torch.randn(1, 3, 64, 64)
+    calls = count_native_calls(monkeypatch)
+    with torch.inference_mode():
+        fast = model(x)
+    assert len(calls) == 15  # both branches of the 7 blocks of stages 1-3, the one of the stage-4 block
+    monkeypatch.setitem(native._state, "module", None)
+    with torch.inference_mode():
+        plain = model(x)
+    assert len(calls) == 15
     torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
 
 

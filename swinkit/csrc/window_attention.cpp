@@ -1,7 +1,9 @@
-// Window attention on the CPU (AVX2 + FMA, fp32): softmax(scale * q k^T + bias) v for every
-// (window, head), one task per pair, all of it in cache: K^T (8 x 8 register transposes) and V packed
-// once per task, logits six query rows at a time with their row maxima, exponentials by a polynomial
-// (~1 ulp), the normalisation applied to the output rows. Built on first use by swinkit/layers/native.py.
+// Window attention on the CPU (AVX2 + FMA, fp32): softmax(scale * q k^T + bias) v for every (window, head),
+// one task per pair (or per block of query rows, where pairs are few), all of it in cache: K^T (8 x 8
+// register transposes) and V packed once per pair, logits six query rows at a time with their row maxima,
+// exponentials by a polynomial (~1 ulp), the normalisation applied to the output rows. Swin and Video Swin
+// windows (N = M, a bias) and Shunted attention (N queries, M aggregated keys, no bias) alike. Built on
+// first use by swinkit/layers/native.py.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
@@ -68,22 +70,16 @@ inline void transpose8(const float* src, int64_t src_stride, float* dst, int64_t
 
 constexpr int ROWS = 6;  // query rows per block: 6 x 16 logits tiles, two 3 x 32 output tiles
 
-// scratch floats one task needs: K^T (hd x np), V (np x hd), one block's logits (ROWS x np)
-inline int64_t scratch_floats(int64_t n, int64_t hd) {
-  const int64_t np = (n + 7) / 8 * 8;
-  return 2 * hd * np + ROWS * np;
-}
-
-// ROWS query rows . 8 * V columns of K^T (rows np apart) over d < hd -> acc[2 * r + c]
+// ROWS query rows . 8 * V columns of K^T (rows mp apart) over d < hd -> acc[2 * r + c]
 template <int V>
-__attribute__((always_inline)) inline void logits_tile(const float* const* q_rows, const float* kt, int64_t np,
+__attribute__((always_inline)) inline void logits_tile(const float* const* q_rows, const float* kt, int64_t mp,
                                                         int64_t hd, __m256* acc) {
   __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00,
          a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
   const float *r0 = q_rows[0], *r1 = q_rows[1], *r2 = q_rows[2], *r3 = q_rows[3], *r4 = q_rows[4], *r5 = q_rows[5];
   for (int64_t d = 0; d < hd; ++d) {
-    const __m256 k0 = _mm256_loadu_ps(kt + d * np);
-    const __m256 k1 = V == 2 ? _mm256_loadu_ps(kt + d * np + 8) : k0;
+    const __m256 k0 = _mm256_loadu_ps(kt + d * mp);
+    const __m256 k1 = V == 2 ? _mm256_loadu_ps(kt + d * mp + 8) : k0;
     __m256 b;
 #define ROW(i) b = _mm256_broadcast_ss(r##i + d); a##i##0 = _mm256_fmadd_ps(b, k0, a##i##0); \
     if (V == 2) a##i##1 = _mm256_fmadd_ps(b, k1, a##i##1);
@@ -97,10 +93,10 @@ __attribute__((always_inline)) inline void logits_tile(const float* const* q_row
 // 3 rows of numerators p . V (rows hd apart) for 8 * W columns -> acc[4 * r + c]
 template <int W>
 __attribute__((always_inline)) inline void output_tile(const float* p0, const float* p1, const float* p2,
-                                                        const float* vp, int64_t hd, int64_t np, __m256* acc) {
+                                                        const float* vp, int64_t hd, int64_t mp, __m256* acc) {
   __m256 a[3][4];
   for (int r = 0; r < 3; ++r) for (int c = 0; c < 4; ++c) a[r][c] = _mm256_setzero_ps();
-  for (int64_t j = 0; j < np; ++j) {
+  for (int64_t j = 0; j < mp; ++j) {
     const float* vr = vp + j * hd;
     const __m256 b0 = _mm256_broadcast_ss(p0 + j), b1 = _mm256_broadcast_ss(p1 + j), b2 = _mm256_broadcast_ss(p2 + j);
     _Pragma("GCC unroll 4") for (int c = 0; c < W; ++c) {
@@ -113,23 +109,32 @@ __attribute__((always_inline)) inline void output_tile(const float* p0, const fl
   _Pragma("GCC unroll 4") for (int c = 0; c < W; ++c) { acc[c] = a[0][c]; acc[4 + c] = a[1][c]; acc[8 + c] = a[2][c]; }
 }
 
-// softmax(scale q k^T + bias) v for one (window, head). q, k, v: n rows of hd floats, rows qkv_stride
-// apart; bias (n, n) contiguous; out: n rows of hd floats, out_stride apart; hd % 8 == 0.
-inline void attend(const float* q, const float* k, const float* v, int64_t qkv_stride, const float* bias,
-                   float* out, int64_t out_stride, int64_t n, int64_t hd, float scale, float* scratch) {
-  const int64_t np = (n + 7) / 8 * 8, nvec = np / 8;
-  float* kt = scratch;            // (hd, np)
-  float* vp = kt + hd * np;       // (np, hd)
-  float* s = vp + np * hd;        // (ROWS, np)
+// scratch floats one task needs: K^T (hd x mp), V (mp x hd), one block's logits (ROWS x mp)
+inline int64_t scratch_floats(int64_t m, int64_t hd) {
+  const int64_t mp = (m + 7) / 8 * 8;
+  return 2 * hd * mp + ROWS * mp;
+}
+
+// K^T (hd, mp) and V (mp, hd) of m keys (rows kv_stride apart), zero-padded to mp = m rounded up to 8
+inline void pack_keys(const float* k, const float* v, int64_t kv_stride, int64_t m, int64_t hd, float* kt,
+                      float* vp) {
+  const int64_t mp = (m + 7) / 8 * 8;
   int64_t j = 0;
-  for (; j + 8 <= n; j += 8)
-    for (int64_t d = 0; d < hd; d += 8) transpose8(k + j * qkv_stride + d, qkv_stride, kt + d * np + j, np);
-  for (; j < n; ++j)
-    for (int64_t d = 0; d < hd; ++d) kt[d * np + j] = k[j * qkv_stride + d];
-  for (int64_t d = 0; d < hd; ++d) std::fill(kt + d * np + n, kt + (d + 1) * np, 0.f);
-  for (j = 0; j < n; ++j) std::copy(v + j * qkv_stride, v + j * qkv_stride + hd, vp + j * hd);
-  std::fill(vp + n * hd, vp + np * hd, 0.f);
-  const int tail = (int)(n - (nvec - 1) * 8);
+  for (; j + 8 <= m; j += 8)
+    for (int64_t d = 0; d < hd; d += 8) transpose8(k + j * kv_stride + d, kv_stride, kt + d * mp + j, mp);
+  for (; j < m; ++j)
+    for (int64_t d = 0; d < hd; ++d) kt[d * mp + j] = k[j * kv_stride + d];
+  for (int64_t d = 0; d < hd; ++d) std::fill(kt + d * mp + m, kt + (d + 1) * mp, 0.f);
+  for (j = 0; j < m; ++j) std::copy(v + j * kv_stride, v + j * kv_stride + hd, vp + j * hd);
+  std::fill(vp + m * hd, vp + mp * hd, 0.f);
+}
+
+// softmax(scale q k^T + bias) v for n query rows (q_stride apart) against m packed keys (pack_keys);
+// bias: n rows of m floats (or null); out: n rows of hd floats, out_stride apart; hd % 8 == 0.
+inline void attend(const float* q, int64_t q_stride, const float* kt, const float* vp, const float* bias,
+                   float* out, int64_t out_stride, int64_t n, int64_t m, int64_t hd, float scale, float* s) {
+  const int64_t mp = (m + 7) / 8 * 8, mvec = mp / 8;
+  const int tail = (int)(m - (mvec - 1) * 8);  // valid lanes of the last key vector
   alignas(32) int lanes[8];
   for (int t = 0; t < 8; ++t) lanes[t] = t < tail ? -1 : 0;
   const __m256i tail_mask = _mm256_load_si256((const __m256i*)lanes);
@@ -140,35 +145,37 @@ inline void attend(const float* q, const float* k, const float* v, int64_t qkv_s
     const float* q_rows[ROWS];
     __m256 row_max[ROWS];
     for (int r = 0; r < ROWS; ++r) {
-      q_rows[r] = q + (i0 + std::min<int64_t>(r, rows - 1)) * qkv_stride;
+      q_rows[r] = q + (i0 + std::min<int64_t>(r, rows - 1)) * q_stride;
       row_max[r] = ninf;
     }
-    // logits + bias into s, with each row's running maximum; lanes past n are -inf
+    // logits + bias into s, with each row's running maximum; lanes past m are -inf
     auto store = [&](int64_t jv, int c) {
-      const bool last = jv == nvec - 1;
+      const bool last = jv == mvec - 1;
       _Pragma("GCC unroll 6") for (int r = 0; r < ROWS; ++r) {
-        const int64_t offset = (i0 + std::min<int64_t>(r, rows - 1)) * n + jv * 8;
-        const __m256 b = last ? _mm256_maskload_ps(bias + offset, tail_mask) : _mm256_loadu_ps(bias + offset);
-        __m256 x = _mm256_fmadd_ps(acc[2 * r + c], vscale, b);
+        __m256 x = _mm256_mul_ps(acc[2 * r + c], vscale);
+        if (bias != nullptr) {
+          const float* b = bias + (i0 + std::min<int64_t>(r, rows - 1)) * m + jv * 8;
+          x = _mm256_add_ps(x, last ? _mm256_maskload_ps(b, tail_mask) : _mm256_loadu_ps(b));
+        }
         if (last) x = _mm256_blendv_ps(ninf, x, _mm256_castsi256_ps(tail_mask));
         row_max[r] = _mm256_max_ps(row_max[r], x);
-        _mm256_storeu_ps(s + r * np + jv * 8, x);
+        _mm256_storeu_ps(s + r * mp + jv * 8, x);
       }
     };
     int64_t jv = 0;
-    for (; jv + 2 <= nvec; jv += 2) {
-      logits_tile<2>(q_rows, kt + jv * 8, np, hd, acc);
+    for (; jv + 2 <= mvec; jv += 2) {
+      logits_tile<2>(q_rows, kt + jv * 8, mp, hd, acc);
       store(jv, 0); store(jv + 1, 1);
     }
-    if (jv < nvec) { logits_tile<1>(q_rows, kt + jv * 8, np, hd, acc); store(jv, 0); }
+    if (jv < mvec) { logits_tile<1>(q_rows, kt + jv * 8, mp, hd, acc); store(jv, 0); }
     float inv_sum[ROWS];
     for (int r = 0; r < ROWS; ++r) {
-      float* sr = s + r * np;
+      float* sr = s + r * mp;
       const __m256 mb = _mm256_set1_ps(hmax(row_max[r]));
       __m256 sv = _mm256_setzero_ps();
-      for (int64_t jj = 0; jj < np; jj += 8) {
-        const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(sr + jj), mb));
-        _mm256_storeu_ps(sr + jj, e);
+      for (int64_t j = 0; j < mp; j += 8) {
+        const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(sr + j), mb));
+        _mm256_storeu_ps(sr + j, e);
         sv = _mm256_add_ps(sv, e);
       }
       inv_sum[r] = 1.f / hsum(sv);
@@ -176,14 +183,14 @@ inline void attend(const float* q, const float* k, const float* v, int64_t qkv_s
     for (int half = 0; half < 2; ++half) {  // out rows = (numerators . V) / sum, three rows at a time
       const int r0 = 3 * half;
       if (r0 >= rows) break;
-      const float* p0 = s + r0 * np;
+      const float* p0 = s + r0 * mp;
       for (int64_t d0 = 0; d0 < hd; d0 += 32) {
         const int width = (int)std::min<int64_t>(4, (hd - d0) / 8);
         switch (width) {
-          case 4: output_tile<4>(p0, p0 + np, p0 + 2 * np, vp + d0, hd, np, acc); break;
-          case 3: output_tile<3>(p0, p0 + np, p0 + 2 * np, vp + d0, hd, np, acc); break;
-          case 2: output_tile<2>(p0, p0 + np, p0 + 2 * np, vp + d0, hd, np, acc); break;
-          default: output_tile<1>(p0, p0 + np, p0 + 2 * np, vp + d0, hd, np, acc); break;
+          case 4: output_tile<4>(p0, p0 + mp, p0 + 2 * mp, vp + d0, hd, mp, acc); break;
+          case 3: output_tile<3>(p0, p0 + mp, p0 + 2 * mp, vp + d0, hd, mp, acc); break;
+          case 2: output_tile<2>(p0, p0 + mp, p0 + 2 * mp, vp + d0, hd, mp, acc); break;
+          default: output_tile<1>(p0, p0 + mp, p0 + 2 * mp, vp + d0, hd, mp, acc); break;
         }
         for (int r = 0; r < 3 && r0 + r < rows; ++r) {
           float* o = out + (i0 + r0 + r) * out_stride + d0;
@@ -197,47 +204,72 @@ inline void attend(const float* q, const float* k, const float* v, int64_t qkv_s
 
 }  // namespace
 
-// q, k, v (W, H, N, hd): fp32 views with the same strides and unit stride along hd (the heads of one
-// qkv projection); bias (Wb, H, N, N) contiguous, window w using bias[w % Wb]. Returns (W, N, H, hd).
+// q (W, H, N, hd) and k, v (W, H, M, hd): fp32 views with unit stride along hd (k and v with the same
+// strides); bias (Wb, H, N, M) contiguous, window w using bias[w % Wb], or None. Returns (W, N, H, hd).
 torch::Tensor window_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                               const torch::Tensor& bias, double scale) {
+                               const c10::optional<torch::Tensor>& bias, double scale) {
   TORCH_CHECK(q.device().is_cpu() && q.scalar_type() == torch::kFloat && q.dim() == 4,
               "window_attention: q must be a float32 CPU tensor (windows, heads, tokens, head_dim), got ",
               q.scalar_type(), " ", q.sizes());
-  TORCH_CHECK(k.sizes() == q.sizes() && v.sizes() == q.sizes() && k.strides() == q.strides() &&
-              v.strides() == q.strides() && k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(),
-              "window_attention: q, k and v must have the same shape, strides and dtype");
-  TORCH_CHECK(q.stride(3) == 1 && q.size(3) % 8 == 0,
+  TORCH_CHECK(k.dim() == 4 && k.size(0) == q.size(0) && k.size(1) == q.size(1) && k.size(3) == q.size(3) &&
+              v.sizes() == k.sizes() && v.strides() == k.strides() && k.scalar_type() == q.scalar_type() &&
+              v.scalar_type() == q.scalar_type() && k.device().is_cpu() && v.device().is_cpu(),
+              "window_attention: k and v must be float32 CPU tensors (windows, heads, keys, head_dim) with the same "
+              "shape and strides, matching q ", q.sizes(), ", got ", k.sizes(), " and ", v.sizes());
+  TORCH_CHECK(q.stride(3) == 1 && k.stride(3) == 1 && q.size(3) % 8 == 0,
               "window_attention: head_dim must be a multiple of 8 with unit stride, got ", q.size(3));
-  const int64_t windows = q.size(0), heads = q.size(1), tokens = q.size(2), head_dim = q.size(3);
-  TORCH_CHECK(bias.scalar_type() == torch::kFloat && bias.is_contiguous() && bias.dim() == 4 &&
-              bias.size(0) > 0 && windows % bias.size(0) == 0 && bias.size(1) == heads &&
-              bias.size(2) == tokens && bias.size(3) == tokens,
-              "window_attention: bias must be a contiguous float32 (Wb, ", heads, ", ", tokens, ", ", tokens,
-              ") tensor with Wb dividing ", windows, ", got ", bias.sizes());
+  const int64_t windows = q.size(0), heads = q.size(1), tokens = q.size(2), keys = k.size(2), head_dim = q.size(3);
+  TORCH_CHECK(keys > 0 || tokens == 0, "window_attention: no keys to attend to");
+  int64_t bias_windows = 1;
+  const float* bias_data = nullptr;
+  if (bias.has_value()) {
+    const torch::Tensor& b = *bias;
+    TORCH_CHECK(b.scalar_type() == torch::kFloat && b.is_contiguous() && b.dim() == 4 && b.size(0) > 0 &&
+                windows % b.size(0) == 0 && b.size(1) == heads && b.size(2) == tokens && b.size(3) == keys,
+                "window_attention: bias must be a contiguous float32 (Wb, ", heads, ", ", tokens, ", ", keys,
+                ") tensor with Wb dividing ", windows, ", got ", b.sizes());
+    bias_windows = b.size(0);
+    bias_data = b.data_ptr<float>();
+  }
   auto out = torch::empty({windows, tokens, heads, head_dim}, q.options());
   if (out.numel() == 0) return out;
   const float* q_data = q.data_ptr<float>();
   const float* k_data = k.data_ptr<float>();
   const float* v_data = v.data_ptr<float>();
-  const float* bias_data = bias.data_ptr<float>();
   float* out_data = out.data_ptr<float>();
-  const int64_t window_stride = q.stride(0), head_stride = q.stride(1), row_stride = q.stride(2);
-  const int64_t bias_windows = bias.size(0);
-  at::parallel_for(0, windows * heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(scratch_floats(tokens, head_dim));
+  // one task per (window, head, block of query rows): enough blocks to keep every thread busy when there
+  // are few (window, head) pairs (Shunted attention: one window of thousands of queries)
+  const int64_t pairs = windows * heads;
+  const int64_t want = (4 * at::get_num_threads() + pairs - 1) / pairs;
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(want, tokens / (8 * ROWS)));
+  const int64_t block_rows = ((tokens + blocks - 1) / blocks + ROWS - 1) / ROWS * ROWS;
+  at::parallel_for(0, pairs * blocks, 1, [&](int64_t begin, int64_t end) {
+    const int64_t mp = (keys + 7) / 8 * 8;
+    std::vector<float> scratch(scratch_floats(keys, head_dim));
+    float* kt = scratch.data();
+    float* vp = kt + head_dim * mp;
+    float* s = vp + mp * head_dim;
+    int64_t packed = -1;  // the (window, head) whose keys are in kt / vp
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t w = task / heads, h = task % heads;
-      const int64_t offset = w * window_stride + h * head_stride;
-      attend(q_data + offset, k_data + offset, v_data + offset, row_stride,
-             bias_data + ((w % bias_windows) * heads + h) * tokens * tokens,
-             out_data + (w * tokens * heads + h) * head_dim, heads * head_dim, tokens, head_dim,
-             static_cast<float>(scale), scratch.data());
+      const int64_t pair = task / blocks, first = task % blocks * block_rows;
+      if (first >= tokens) continue;
+      const int64_t w = pair / heads, h = pair % heads;
+      const int64_t kv_offset = w * k.stride(0) + h * k.stride(1);
+      if (pair != packed) {
+        pack_keys(k_data + kv_offset, v_data + kv_offset, k.stride(2), keys, head_dim, kt, vp);
+        packed = pair;
+      }
+      const float* bias_rows =
+          bias_data == nullptr ? nullptr : bias_data + (((w % bias_windows) * heads + h) * tokens + first) * keys;
+      attend(q_data + w * q.stride(0) + h * q.stride(1) + first * q.stride(2), q.stride(2), kt, vp, bias_rows,
+             out_data + ((w * tokens + first) * heads + h) * head_dim, heads * head_dim,
+             std::min(block_rows, tokens - first), keys, head_dim, static_cast<float>(scale), s);
     }
   });
   return out;
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("window_attention", &window_attention, "softmax(scale q k^T + bias) v per (window, head)");
+  m.def("window_attention", &window_attention, "softmax(scale q k^T + bias) v per (window, head)",
+        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("bias"), py::arg("scale"));
 }

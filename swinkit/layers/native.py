@@ -75,7 +75,7 @@ def _build() -> ModuleType | None:
 
 
 @torch.library.custom_op("swinkit::window_attention", mutates_args=())
-def _window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
+def _window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
                       scale: float) -> torch.Tensor:
     module = kernels()
     if module is None:
@@ -84,7 +84,7 @@ def _window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: t
 
 
 @_window_attention.register_fake
-def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
+def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, scale: float) -> torch.Tensor:
     windows, heads, tokens, head_dim = q.shape
     return q.new_empty(windows, tokens, heads, head_dim)
 
@@ -92,9 +92,23 @@ def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, sca
 OP = torch.ops.swinkit.window_attention  # the op packet (FLOP counters key their formulas on it)
 
 
-def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
+def applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None) -> bool:
+    """Whether :func:`window_attention` takes these: fp32 CPU tensors in eager mode, without autograd through
+    the attention (the kernel has no backward), head dim a multiple of 8 with unit stride, k and v laid out
+    alike; and the kernel is built (building it on the first call)."""
+    tensors = (q, k, v) if bias is None else (q, k, v, bias)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    return (all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+            and q.shape[-1] % 8 == 0 and q.stride(-1) == 1 and k.stride(-1) == 1 and k.stride() == v.stride()
+            and not needs_grad and not torch.compiler.is_compiling() and kernels() is not None)
+
+
+def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
                      scale: float) -> torch.Tensor:
-    """softmax(scale q k^T + bias) v: q, k, v (W, nH, N, hd) fp32 views of one qkv projection (hd a multiple
-    of 8), bias (nH, N, N) or (nW, nH, N, N) for the windows of each sample -> (W, N, nH, hd).
-    A dispatcher op (``torch.ops.swinkit.window_attention``), so FLOP counters and profilers see it."""
-    return _window_attention(q, k, v, (bias if bias.dim() == 4 else bias.unsqueeze(0)).contiguous(), scale)
+    """softmax(scale q k^T + bias) v per (window, head): q (W, nH, N, hd), k and v (W, nH, M, hd), fp32 views
+    (hd a multiple of 8, unit stride), bias None, (nH, N, M) or (nW, nH, N, M) for the windows of each
+    sample -> (W, N, nH, hd). A dispatcher op (``torch.ops.swinkit.window_attention``), so FLOP counters
+    and profilers see it."""
+    if bias is not None:
+        bias = (bias if bias.dim() == 4 else bias.unsqueeze(0)).contiguous()
+    return _window_attention(q, k, v, bias, scale)

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from swinkit.layers import native
 from swinkit.layers.checks import check_input, has_forward_hooks
 from swinkit.layers.drop import DropPath, drop_path_rates
 from swinkit.layers.init import init_linear_and_norm
@@ -285,8 +286,10 @@ class ShuntedAttention(nn.Module):
         batch, heads, num_tokens, head_dim = q.shape
         k = k_tokens.unflatten(-1, (heads, head_dim)).transpose(1, 2)
         v = v_tokens.unflatten(-1, (heads, head_dim)).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0,
-                                             scale=self.scale)
+        dropout = self.attn_drop if self.training else 0.0
+        if dropout == 0.0 and native.applies(q, k, v):  # swinkit's CPU kernel: (B, N, h, hd), no transpose copy
+            return native.window_attention(q, k, v, None, self.scale).view(batch, num_tokens, heads * head_dim)
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=self.scale)
         return out.transpose(1, 2).reshape(batch, num_tokens, heads * head_dim)
 
     def _aggregated_branch(self, q: torch.Tensor, x: torch.Tensor, grid: Grid, reduce: nn.Conv2d,
