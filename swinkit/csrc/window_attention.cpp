@@ -4,8 +4,9 @@
 // exponentials by a polynomial (~1 ulp), the normalisation applied to the output rows. Swin and Video Swin
 // windows (N = M, a bias) and Shunted attention (N queries, M aggregated keys, no bias) alike. Built on
 // first use by swinkit/layers/native.py.
-#include <torch/extension.h>
+#include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/library.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -206,9 +207,9 @@ inline void attend(const float* q, int64_t q_stride, const float* kt, const floa
 
 // q (W, H, N, hd) and k, v (W, H, M, hd): fp32 views with unit stride along hd (k and v with the same
 // strides); bias (Wb, H, N, M) contiguous, window w using bias[w % Wb], or None. Returns (W, N, H, hd).
-torch::Tensor window_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                               const c10::optional<torch::Tensor>& bias, double scale) {
-  TORCH_CHECK(q.device().is_cpu() && q.scalar_type() == torch::kFloat && q.dim() == 4,
+at::Tensor window_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            const std::optional<at::Tensor>& bias, double scale) {
+  TORCH_CHECK(q.device().is_cpu() && q.scalar_type() == at::kFloat && q.dim() == 4,
               "window_attention: q must be a float32 CPU tensor (windows, heads, tokens, head_dim), got ",
               q.scalar_type(), " ", q.sizes());
   TORCH_CHECK(k.dim() == 4 && k.size(0) == q.size(0) && k.size(1) == q.size(1) && k.size(3) == q.size(3) &&
@@ -223,15 +224,15 @@ torch::Tensor window_attention(const torch::Tensor& q, const torch::Tensor& k, c
   int64_t bias_windows = 1;
   const float* bias_data = nullptr;
   if (bias.has_value()) {
-    const torch::Tensor& b = *bias;
-    TORCH_CHECK(b.scalar_type() == torch::kFloat && b.is_contiguous() && b.dim() == 4 && b.size(0) > 0 &&
+    const at::Tensor& b = *bias;
+    TORCH_CHECK(b.scalar_type() == at::kFloat && b.is_contiguous() && b.dim() == 4 && b.size(0) > 0 &&
                 windows % b.size(0) == 0 && b.size(1) == heads && b.size(2) == tokens && b.size(3) == keys,
                 "window_attention: bias must be a contiguous float32 (Wb, ", heads, ", ", tokens, ", ", keys,
                 ") tensor with Wb dividing ", windows, ", got ", b.sizes());
     bias_windows = b.size(0);
     bias_data = b.data_ptr<float>();
   }
-  auto out = torch::empty({windows, tokens, heads, head_dim}, q.options());
+  auto out = at::empty({windows, tokens, heads, head_dim}, q.options());
   if (out.numel() == 0) return out;
   const float* q_data = q.data_ptr<float>();
   const float* k_data = k.data_ptr<float>();
@@ -269,7 +270,5 @@ torch::Tensor window_attention(const torch::Tensor& q, const torch::Tensor& k, c
   return out;
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("window_attention", &window_attention, "softmax(scale q k^T + bias) v per (window, head)",
-        py::arg("q"), py::arg("k"), py::arg("v"), py::arg("bias"), py::arg("scale"));
-}
+// the CPU implementation of the op swinkit/layers/native.py declares (schema and shape function there)
+TORCH_LIBRARY_IMPL(swinkit, CPU, m) { m.impl("window_attention", &window_attention); }

@@ -1,6 +1,6 @@
 """swinkit's compiled CPU kernel: window attention with AVX2 + FMA (``swinkit/csrc/window_attention.cpp``).
 
-Built with ``torch.utils.cpp_extension`` the first time it is needed (about a minute, once per torch
+Built with ``torch.utils.cpp_extension`` the first time it is needed (about 20 seconds, once per torch
 version; a C++ compiler is needed) into ``$SWINKIT_CACHE`` (default ``~/.cache/swinkit``), then loaded from there.
 ``python -m swinkit.tools.build_kernels`` builds it ahead of time. ``SWINKIT_NATIVE=0`` turns it off. Where it
 cannot be built or the CPU lacks AVX2, swinkit warns once and uses its PyTorch paths, which compute the
@@ -15,14 +15,27 @@ import sys
 import threading
 import warnings
 from pathlib import Path
-from types import ModuleType
 
 import torch
 
 SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "window_attention.cpp"
 
 _lock = threading.Lock()
-_state: dict[str, ModuleType | None] = {}
+_state: dict[str, bool] = {}
+
+# the op: its schema and shape function here, its CPU implementation in the compiled library (registered
+# when the library loads), so that the call goes through the dispatcher with no Python wrapper around it
+torch.library.define("swinkit::window_attention",
+                     "(Tensor q, Tensor k, Tensor v, Tensor? bias, float scale) -> Tensor")
+
+
+@torch.library.register_fake("swinkit::window_attention")
+def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, scale: float) -> torch.Tensor:
+    windows, heads, tokens, head_dim = q.shape
+    return q.new_empty(windows, tokens, heads, head_dim)
+
+
+OP = torch.ops.swinkit.window_attention  # the op packet (FLOP counters key their formulas on it)
 
 
 def cache_dir() -> Path:
@@ -40,17 +53,18 @@ def enabled() -> bool:
     return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
 
 
-def kernels() -> ModuleType | None:
-    """The compiled module (building it on the first call), or None where it is off or cannot be built."""
-    if "module" in _state:
-        return _state["module"]
+def available() -> bool:
+    """Whether the op has its CPU implementation: the compiled library is loaded (built on the first call);
+    False where the kernel is off or cannot be built."""
+    if "built" in _state:
+        return _state["built"]
     with _lock:
-        if "module" not in _state:
-            _state["module"] = _build() if enabled() else None
-    return _state["module"]
+        if "built" not in _state:
+            _state["built"] = enabled() and _build()
+    return _state["built"]
 
 
-def _build() -> ModuleType | None:
+def _build() -> bool:
     from torch.utils.cpp_extension import load
 
     if shutil.which("ninja") is None:  # the ninja wheel (a dependency) puts it beside this Python, maybe off PATH
@@ -63,33 +77,16 @@ def _build() -> ModuleType | None:
     directory.mkdir(parents=True, exist_ok=True)
     if not any(directory.glob("*.so")):
         print(f"swinkit: building the CPU window-attention kernel in {directory} (once per torch version, "
-              "about a minute)", file=sys.stderr, flush=True)
+              "about 20 seconds)", file=sys.stderr, flush=True)
     try:
-        return load(name="swinkit_native", sources=[str(SOURCE)], build_directory=str(directory),
-                    extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
+        load(name="swinkit_native", sources=[str(SOURCE)], build_directory=str(directory), is_python_module=False,
+             extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
+        return True
     except Exception as error:  # no compiler, no ninja, a failed build: the PyTorch paths do the same work
         warnings.warn(f"swinkit: the CPU window-attention kernel could not be built in {directory} ({error}); "
                       "using the PyTorch attention paths instead (set SWINKIT_NATIVE=0 to silence this)",
                       RuntimeWarning, stacklevel=3)
-        return None
-
-
-@torch.library.custom_op("swinkit::window_attention", mutates_args=())
-def _window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
-                      scale: float) -> torch.Tensor:
-    module = kernels()
-    if module is None:
-        raise RuntimeError("swinkit's CPU window-attention kernel is not available (see swinkit.layers.native)")
-    return module.window_attention(q, k, v, bias, scale)
-
-
-@_window_attention.register_fake
-def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, scale: float) -> torch.Tensor:
-    windows, heads, tokens, head_dim = q.shape
-    return q.new_empty(windows, tokens, heads, head_dim)
-
-
-OP = torch.ops.swinkit.window_attention  # the op packet (FLOP counters key their formulas on it)
+        return False
 
 
 def applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None) -> bool:
@@ -100,7 +97,7 @@ def applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tenso
     needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
     return (all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
             and q.shape[-1] % 8 == 0 and q.stride(-1) == 1 and k.stride(-1) == 1 and k.stride() == v.stride()
-            and not needs_grad and not torch.compiler.is_compiling() and kernels() is not None)
+            and not needs_grad and not torch.compiler.is_compiling() and available())
 
 
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
@@ -109,6 +106,8 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
     (hd a multiple of 8, unit stride), bias None, (nH, N, M) or (nW, nH, N, M) for the windows of each
     sample -> (W, N, nH, hd). A dispatcher op (``torch.ops.swinkit.window_attention``), so FLOP counters
     and profilers see it."""
+    if not available():
+        raise RuntimeError("swinkit's CPU window-attention kernel is not available (see swinkit.layers.native)")
     if bias is not None:
         bias = (bias if bias.dim() == 4 else bias.unsqueeze(0)).contiguous()
-    return _window_attention(q, k, v, bias, scale)
+    return OP(q, k, v, bias, scale)

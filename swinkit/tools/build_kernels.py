@@ -8,7 +8,7 @@ def main() -> int:
     if not native.enabled():
         print("swinkit's CPU kernel is off here (SWINKIT_NATIVE=0, or no AVX2 on this CPU)")
         return 1
-    if native.kernels() is None:
+    if not native.available():
         return 1
     print(f"swinkit CPU kernel ready in {native.cache_dir()}")
     return 0
