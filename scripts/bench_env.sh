@@ -31,7 +31,7 @@ PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check)
 # swinkit itself, editable and without dependencies (torch must stay the one installed above).
 "${PIP[@]}" --no-deps -e .
 
-# swinkit's compiled CPU attention kernel for this torch (about 20 seconds, once)
+# swinkit's compiled CPU kernels for this torch (about 30 seconds, once)
 "$VENV/bin/python" -m swinkit.tools.build_kernels
 "$VENV/bin/python" - <<'EOF'
 import torch, torchvision, timm, swinkit

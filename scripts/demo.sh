@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q "torch==2.13.0"
 python3 -m pip install -q -e .
-# swinkit's CPU attention kernel (about 20 seconds, once); without a compiler swinkit uses its PyTorch paths
+# swinkit's CPU kernels (about 30 seconds, once); without a compiler swinkit uses its PyTorch paths
 python3 -m swinkit.tools.build_kernels || true
 python3 -m swinkit demo "$@"

@@ -166,6 +166,6 @@ def test_switched_off_by_environment(monkeypatch):
 
 def test_failed_build_warns_and_falls_back(monkeypatch, tmp_path):
     monkeypatch.setenv("SWINKIT_CACHE", str(tmp_path))
-    monkeypatch.setattr(native, "SOURCE", tmp_path / "missing.cpp")
+    monkeypatch.setattr(native, "SOURCES", (tmp_path / "missing.cpp",))
     with pytest.warns(RuntimeWarning, match="could not be built"):
         assert native._build() is False

@@ -102,7 +102,11 @@ def flop_formulas() -> dict:
     def window_attention(query, key, value, *args, out_shape=None, **kwargs) -> int:  # swinkit's CPU kernel
         return flop_counter.sdpa_flop_count(query, key, value)
 
+    def linear(out, x_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:  # swinkit's CPU kernel
+        return 2 * x_shape[0] * x_shape[1] * weight_shape[0]
+
     mapping[native.OP] = window_attention
+    mapping[native.LINEAR_OP] = linear
     return mapping
 
 

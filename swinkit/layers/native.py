@@ -1,10 +1,11 @@
-"""swinkit's compiled CPU kernel: window attention with AVX2 + FMA (``swinkit/csrc/window_attention.cpp``).
+"""swinkit's compiled CPU kernels, AVX2 + FMA, fp32: window attention (``swinkit/csrc/window_attention.cpp``)
+and linear layers (``swinkit/csrc/linear.cpp``), for inference and the autograd-free parts of training.
 
 Built with ``torch.utils.cpp_extension`` the first time it is needed (about 20 seconds, once per torch
 version; a C++ compiler is needed) into ``$SWINKIT_CACHE`` (default ``~/.cache/swinkit``), then loaded from there.
 ``python -m swinkit.tools.build_kernels`` builds it ahead of time. ``SWINKIT_NATIVE=0`` turns it off. Where it
 cannot be built or the CPU lacks AVX2, swinkit warns once and uses its PyTorch paths, which compute the
-same attention.
+same thing.
 """
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "window_attention.cpp"
+CSRC = Path(__file__).resolve().parent.parent / "csrc"
+SOURCES = (CSRC / "window_attention.cpp", CSRC / "linear.cpp")
+HEADERS = (CSRC / "avx2.h",)
 
 _lock = threading.Lock()
 _state: dict[str, bool] = {}
@@ -35,14 +38,28 @@ def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | No
     return q.new_empty(windows, tokens, heads, head_dim)
 
 
-OP = torch.ops.swinkit.window_attention  # the op packet (FLOP counters key their formulas on it)
+OP = torch.ops.swinkit.window_attention  # the op packets (FLOP counters key their formulas on them)
+
+torch.library.define("swinkit::linear_",
+                     "(Tensor(a!) out, Tensor x, Tensor weight, Tensor? bias, bool accumulate) -> ()")
+
+
+@torch.library.register_fake("swinkit::linear_")
+def _(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, accumulate: bool) -> None:
+    return None
+
+
+LINEAR_OP = torch.ops.swinkit.linear_
 
 
 def cache_dir() -> Path:
     """One build per torch version and kernel source."""
     root = os.environ.get("SWINKIT_CACHE") or Path.home() / ".cache" / "swinkit"
     torch_tag = torch.__version__.replace("+", "_").replace(".", "_")
-    source_tag = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12] if SOURCE.exists() else "missing"
+    digest = hashlib.sha256()
+    for path in SOURCES + HEADERS:
+        digest.update(path.read_bytes() if path.exists() else b"missing")
+    source_tag = digest.hexdigest()[:12]
     return Path(root) / f"native_torch_{torch_tag}_{source_tag}"
 
 
@@ -76,15 +93,16 @@ def _build() -> bool:
     directory = cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
     if not any(directory.glob("*.so")):
-        print(f"swinkit: building the CPU window-attention kernel in {directory} (once per torch version, "
-              "about 20 seconds)", file=sys.stderr, flush=True)
+        print(f"swinkit: building the CPU kernels in {directory} (once per torch version, about 30 seconds)",
+              file=sys.stderr, flush=True)
     try:
-        load(name="swinkit_native", sources=[str(SOURCE)], build_directory=str(directory), is_python_module=False,
+        load(name="swinkit_native", sources=[str(path) for path in SOURCES], build_directory=str(directory),
+             is_python_module=False,
              extra_cflags=["-O3", "-mavx2", "-mfma", "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False)
         return True
     except Exception as error:  # no compiler, no ninja, a failed build: the PyTorch paths do the same work
-        warnings.warn(f"swinkit: the CPU window-attention kernel could not be built in {directory} ({error}); "
-                      "using the PyTorch attention paths instead (set SWINKIT_NATIVE=0 to silence this)",
+        warnings.warn(f"swinkit: the CPU kernels could not be built in {directory} ({error}); "
+                      "using the PyTorch paths instead (set SWINKIT_NATIVE=0 to silence this)",
                       RuntimeWarning, stacklevel=3)
         return False
 
@@ -111,3 +129,25 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
     if bias is not None:
         bias = (bias if bias.dim() == 4 else bias.unsqueeze(0)).contiguous()
     return OP(q, k, v, bias, scale)
+
+
+def linear_applies(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Whether :func:`linear_` takes these: fp32 CPU matrices in eager mode without autograd through them,
+    unit stride along features, a contiguous weight (and bias), no empty axis; and the kernel is built."""
+    tensors = (out, x, weight) if bias is None else (out, x, weight, bias)
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    return (all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
+            and x.dim() == 2 and out.dim() == 2 and x.stride(1) == 1 and out.stride(1) == 1 and weight.is_contiguous()
+            and (bias is None or bias.is_contiguous()) and x.shape[0] > 0 and x.shape[1] > 0 and weight.shape[0] > 0
+            and not needs_grad and not torch.compiler.is_compiling() and available())
+
+
+def linear_(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+            accumulate: bool = False) -> torch.Tensor:
+    """``out[:] = x weight^T + bias`` (``out +=`` with ``accumulate``):
+    x (n, C_in), weight (C_out, C_in), out (n, C_out), fp32 CPU (see :func:`linear_applies`). Returns ``out``.
+    A dispatcher op (``torch.ops.swinkit.linear_``)."""
+    if not available():
+        raise RuntimeError("swinkit's CPU linear kernel is not available (see swinkit.layers.native)")
+    LINEAR_OP(out, x, weight, bias, accumulate)
+    return out

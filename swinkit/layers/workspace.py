@@ -14,6 +14,8 @@ import threading
 import torch
 import torch.nn as nn
 
+from swinkit.layers import native
+
 
 class Workspace:
     """Named scratch tensors, grown on demand and reused: ``take(slot, shape, like)``.
@@ -67,6 +69,8 @@ def linear_into(out: torch.Tensor, x: torch.Tensor, linear: nn.Linear) -> torch.
 
 def affine_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``out[:] = F.linear(x, weight, bias)`` for x (n, C_in), out (n, C_out). Returns ``out``."""
+    if native.linear_applies(out, x, weight, bias):
+        return native.linear_(out, x, weight, bias)
     if bias is None:
         return torch.mm(x, weight.t(), out=out)
     return torch.addmm(bias, x, weight.t(), out=out)
@@ -74,5 +78,7 @@ def affine_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: 
 
 def linear_add_(acc: torch.Tensor, x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     """``acc += linear(x)`` in place, the product accumulated by the matrix multiply itself. Returns ``acc``."""
+    if native.linear_applies(acc, x, linear.weight, linear.bias):
+        return native.linear_(acc, x, linear.weight, linear.bias, accumulate=True)
     acc.addmm_(x, linear.weight.t())
     return acc if linear.bias is None else acc.add_(linear.bias)

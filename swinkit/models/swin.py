@@ -273,6 +273,9 @@ class SwinStage(nn.Module):
                     scratch = scratch % 2 + 1
                     out = self.workspace.take(f"tokens{scratch}", tuple(h.shape), h)
                 h, owned = gather_tokens(h, index, out), True
+            elif inference and not owned:  # already in window order (one window per map): work on a copy in place
+                scratch = scratch % 2 + 1
+                h, owned = self.workspace.take(f"tokens{scratch}", tuple(h.shape), h).copy_(h), True
             layout = block_layout
             attn_bias = block.attn.attention_bias(window, mask if shifted else None, bias_dtype)
             if self._checkpointing():

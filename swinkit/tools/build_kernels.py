@@ -1,4 +1,4 @@
-"""Build swinkit's compiled CPU kernel ahead of first use: ``python -m swinkit.tools.build_kernels``."""
+"""Build swinkit's compiled CPU kernels ahead of first use: ``python -m swinkit.tools.build_kernels``."""
 from __future__ import annotations
 
 from swinkit.layers import native
@@ -10,7 +10,7 @@ def main() -> int:
         return 1
     if not native.available():
         return 1
-    print(f"swinkit CPU kernel ready in {native.cache_dir()}")
+    print(f"swinkit CPU kernels ready in {native.cache_dir()}")
     return 0
 
 

@@ -1,0 +1,158 @@
+"""swinkit's compiled CPU linear kernel (swinkit/csrc/linear.cpp): checked against float64 products over
+the shapes its blocking cuts differently (row tiles of 6, channel panels of 16, input blocks of 256, row
+blocks of up to 264 split over threads), in place, on strided views; refused where it does not apply; and
+used by the models' inference paths with the same outputs as without it."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import swinkit
+from swinkit.layers import native
+from swinkit.layers.workspace import affine_into, linear_add_
+
+
+def float64_linear(x, weight, bias):
+    out = x.double() @ weight.double().t()
+    return out if bias is None else out + bias.double()
+
+
+def assert_fp32_close(ours, reference, x, weight):
+    """Within a few times the error of PyTorch's own fp32 product (the bound scales with the inputs)."""
+    theirs = (x @ weight.t()).double()
+    scale = (x.double().abs() @ weight.double().abs().t()).max().item() + 1.0
+    bound = 4 * (theirs - (x.double() @ weight.double().t())).abs().max().item() + 1e-6 * scale
+    assert (ours.double() - reference).abs().max().item() <= bound
+
+
+@pytest.mark.parametrize("rows", [1, 5, 6, 7, 49, 196, 263, 265, 600])
+@pytest.mark.parametrize("inputs,outputs", [(1, 1), (3, 17), (8, 16), (96, 288), (257, 15), (768, 40), (100, 1000)])
+def test_matches_float64(rows, inputs, outputs):
+    generator = torch.Generator().manual_seed(rows * 1000 + inputs * 7 + outputs)
+    x = torch.randn(rows, inputs, generator=generator)
+    weight = torch.randn(outputs, inputs, generator=generator)
+    bias = torch.randn(outputs, generator=generator)
+    out = torch.full((rows, outputs), float("nan"))
+    native.linear_(out, x, weight, bias)
+    assert_fp32_close(out, float64_linear(x, weight, bias), x, weight)
+    start = torch.randn(rows, outputs, generator=generator)
+    acc = start.clone()
+    native.linear_(acc, x, weight, None, accumulate=True)
+    assert_fp32_close(acc, start.double() + float64_linear(x, weight, None), x, weight)
+
+
+def test_strided_views_and_accumulate_with_bias():
+    generator = torch.Generator().manual_seed(1)
+    qkv = torch.randn(98, 3 * 64, generator=generator)
+    x = qkv[:, 64:128]  # a column block: rows 192 floats apart
+    weight = torch.randn(48, 64, generator=generator)
+    bias = torch.randn(48, generator=generator)
+    big = torch.randn(98, 100, generator=generator)
+    acc = big[:, 10:58]  # written through a strided view: the columns around it stay as they were
+    before = big.clone()
+    native.linear_(acc, x, weight, bias, accumulate=True)
+    assert_fp32_close(acc, before[:, 10:58].double() + float64_linear(x, weight, bias), x, weight)
+    torch.testing.assert_close(big[:, :10], before[:, :10], rtol=0, atol=0)
+    torch.testing.assert_close(big[:, 58:], before[:, 58:], rtol=0, atol=0)
+
+
+def test_same_bits_for_any_thread_count():
+    generator = torch.Generator().manual_seed(2)
+    x, weight = torch.randn(600, 384, generator=generator), torch.randn(96, 384, generator=generator)
+    bias = torch.randn(96, generator=generator)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            results.append(native.linear_(torch.empty(600, 96), x, weight, bias))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(results[0], r) for r in results[1:])  # each output is one tile's sum, in k order
+
+
+def test_errors_name_what_was_expected():
+    x, weight, out = torch.randn(4, 8), torch.randn(16, 8), torch.empty(4, 16)
+    with pytest.raises(RuntimeError, match="x must be a float32"):
+        native.LINEAR_OP(out, x.double(), weight, None, False)
+    with pytest.raises(RuntimeError, match=r"weight must be a contiguous float32 CPU \(out_features, 8\)"):
+        native.LINEAR_OP(out, x, torch.randn(8, 16).t(), None, False)
+    with pytest.raises(RuntimeError, match=r"out must be a float32 CPU \(4, 16\)"):
+        native.LINEAR_OP(torch.empty(4, 15), x, weight, None, False)
+    with pytest.raises(RuntimeError, match="bias must be a contiguous float32"):
+        native.LINEAR_OP(out, x, weight, torch.randn(15), False)
+
+
+def test_applies_only_without_autograd_in_fp32_eager():
+    x, out = torch.randn(4, 8), torch.empty(4, 16)
+    weight = torch.randn(16, 8, requires_grad=True)
+    assert not native.linear_applies(out, x, weight, None)  # autograd would need to see the product
+    with torch.no_grad():
+        assert native.linear_applies(out, x, weight, None)
+        assert not native.linear_applies(out.double(), x.double(), weight.double(), None)
+        assert not native.linear_applies(out, x.t().contiguous().t(), weight, None)  # x column-major
+        assert not native.linear_applies(torch.empty(0, 16), torch.empty(0, 8), weight, None)
+
+
+def test_workspace_products_go_through_kernel(monkeypatch):
+    calls = count_linear_calls(monkeypatch)
+    linear = torch.nn.Linear(8, 16)
+    x = torch.randn(10, 8)
+    with torch.no_grad():
+        out = affine_into(torch.empty(10, 16), x, linear.weight, linear.bias)
+        acc = linear_add_(torch.ones(10, 16), x, linear)
+        expected = linear(x)
+    assert calls == [False, True]
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(acc, expected + 1)
+
+
+def count_linear_calls(monkeypatch) -> list:
+    calls = []
+    real = native.linear_
+
+    def spy(out, x, weight, bias, accumulate=False):
+        calls.append(accumulate)
+        return real(out, x, weight, bias, accumulate)
+
+    monkeypatch.setattr(native, "linear_", spy)
+    return calls
+
+
+@pytest.mark.parametrize("name,kwargs,shape", [
+    ("swin_t", dict(img_size=64, embed_dim=32, depths=(2, 2), num_heads=(2, 4), window_size=4, num_classes=5),
+     (2, 3, 64, 64)),
+    ("swin_t", dict(img_size=56, embed_dim=32, depths=(2, 2), num_heads=(2, 4), window_size=7, num_classes=5),
+     (1, 3, 56, 56)),  # stage 2 is one 7x7 window: its tokens are copied, then updated in place
+    ("video_swin_t", dict(embed_dim=32, depths=(2, 2), num_heads=(2, 4), window_size=(2, 4, 4), num_classes=5),
+     (1, 3, 4, 32, 32)),
+    ("shunted_t", dict(num_classes=5), (1, 3, 64, 64)),
+])
+def test_models_use_kernel_and_match_without(monkeypatch, name, kwargs, shape):
+    torch.manual_seed(0)
+    model = swinkit.create_model(name, **kwargs).eval()
+    x = torch.randn(shape)
+    calls = count_linear_calls(monkeypatch)
+    with torch.inference_mode():
+        fast = model(x)
+    assert len(calls) > 0 and any(calls)  # products, and residuals accumulated in place
+    count = len(calls)
+    monkeypatch.setattr(native, "linear_applies", lambda *args: False)  # as where the kernel is off
+    with torch.inference_mode():
+        plain = model(x)
+    assert len(calls) == count
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_stage_leaves_its_input_alone_when_tokens_are_already_in_window_order():
+    torch.manual_seed(0)
+    model = swinkit.create_model("swin_t", img_size=56, embed_dim=32, depths=(2, 2), num_heads=(2, 4),
+                                 window_size=7, num_classes=5).eval()
+    stage = model.layers[1]
+    x = torch.randn(1, 7, 7, 64)
+    before = x.clone()
+    with torch.inference_mode():
+        first, second = stage(x), stage(x)
+    torch.testing.assert_close(x, before, rtol=0, atol=0)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    assert first.data_ptr() != second.data_ptr()  # not a workspace buffer handed out twice
