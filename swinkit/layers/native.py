@@ -1,11 +1,11 @@
 """swinkit's compiled CPU kernels, AVX2 + FMA, fp32: window attention (``swinkit/csrc/window_attention.cpp``)
 and linear layers (``swinkit/csrc/linear.cpp``), for inference and the autograd-free parts of training.
 
-Built with ``torch.utils.cpp_extension`` the first time it is needed (about 20 seconds, once per torch
-version; a C++ compiler is needed) into ``$SWINKIT_CACHE`` (default ``~/.cache/swinkit``), then loaded from there.
-``python -m swinkit.tools.build_kernels`` builds it ahead of time. ``SWINKIT_NATIVE=0`` turns it off. Where it
-cannot be built or the CPU lacks AVX2, swinkit warns once and uses its PyTorch paths, which compute the
-same thing.
+Built into one library with ``torch.utils.cpp_extension`` the first time they are needed (about 30 seconds,
+once per torch version; a C++ compiler is needed) into ``$SWINKIT_CACHE`` (default ``~/.cache/swinkit``), then
+loaded from there. ``python -m swinkit.tools.build_kernels`` builds them ahead of time. ``SWINKIT_NATIVE=0`` turns
+them off. Where they cannot be built or the CPU lacks AVX2, swinkit warns once and uses its PyTorch paths, which
+compute the same thing.
 """
 from __future__ import annotations
 
@@ -107,15 +107,23 @@ def _build() -> bool:
         return False
 
 
+def autograd_free(tensors: tuple[torch.Tensor, ...]) -> bool:
+    """No autograd through these: grad mode is off or none of them requires grad."""
+    return not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
+
+
+def _takes(tensors: tuple[torch.Tensor, ...]) -> bool:
+    """What both kernels need: fp32 CPU tensors, no autograd through them (the kernels have no backward),
+    eager mode, and the library built (building it on the first call, so this is checked last)."""
+    return (all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and autograd_free(tensors)
+            and not torch.compiler.is_compiling() and available())
+
+
 def applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None) -> bool:
-    """Whether :func:`window_attention` takes these: fp32 CPU tensors in eager mode, without autograd through
-    the attention (the kernel has no backward), head dim a multiple of 8 with unit stride, k and v laid out
-    alike; and the kernel is built (building it on the first call)."""
-    tensors = (q, k, v) if bias is None else (q, k, v, bias)
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    return (all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
-            and q.shape[-1] % 8 == 0 and q.stride(-1) == 1 and k.stride(-1) == 1 and k.stride() == v.stride()
-            and not needs_grad and not torch.compiler.is_compiling() and available())
+    """Whether :func:`window_attention` takes these: head dim a multiple of 8 with unit stride, k and v laid out
+    alike, and what both kernels need (:func:`_takes`)."""
+    return (q.shape[-1] % 8 == 0 and q.stride(-1) == 1 and k.stride(-1) == 1 and k.stride() == v.stride()
+            and _takes((q, k, v) if bias is None else (q, k, v, bias)))
 
 
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None,
@@ -132,14 +140,11 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
 
 
 def linear_applies(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
-    """Whether :func:`linear_` takes these: fp32 CPU matrices in eager mode without autograd through them,
-    unit stride along features, a contiguous weight (and bias), no empty axis; and the kernel is built."""
-    tensors = (out, x, weight) if bias is None else (out, x, weight, bias)
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-    return (all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
-            and x.dim() == 2 and out.dim() == 2 and x.stride(1) == 1 and out.stride(1) == 1 and weight.is_contiguous()
+    """Whether :func:`linear_` takes these: matrices with unit stride along features, a contiguous weight (and
+    bias), no empty axis, and what both kernels need (:func:`_takes`)."""
+    return (x.dim() == 2 and out.dim() == 2 and x.stride(1) == 1 and out.stride(1) == 1 and weight.is_contiguous()
             and (bias is None or bias.is_contiguous()) and x.shape[0] > 0 and x.shape[1] > 0 and weight.shape[0] > 0
-            and not needs_grad and not torch.compiler.is_compiling() and available())
+            and _takes((out, x, weight) if bias is None else (out, x, weight, bias)))
 
 
 def linear_(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,

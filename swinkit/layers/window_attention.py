@@ -190,9 +190,8 @@ def _head_by_head_wins(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: 
     1.3-1.5x faster as batched products than in the fused kernel; fewer windows, or 196-token ones,
     slower. Without autograd only (its products write into buffers)."""
     count, heads, tokens, _ = q.shape
-    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, bias))
     return (q.device.type == "cpu" and q.dtype in (torch.float32, torch.float64) and tokens <= HEAD_BY_HEAD_MAX_TOKENS
-            and count >= heads and not needs_grad)
+            and count >= heads and native.autograd_free((q, k, v, bias)))
 
 
 def head_by_head_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float,

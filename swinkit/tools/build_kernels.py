@@ -6,7 +6,7 @@ from swinkit.layers import native
 
 def main() -> int:
     if not native.enabled():
-        print("swinkit's CPU kernel is off here (SWINKIT_NATIVE=0, or no AVX2 on this CPU)")
+        print("swinkit's CPU kernels are off here (SWINKIT_NATIVE=0, or no AVX2 on this CPU)")
         return 1
     if not native.available():
         return 1
