@@ -9,7 +9,8 @@ import torch
 
 import swinkit
 from swinkit.layers import native
-from swinkit.layers.workspace import affine_into, linear_add_
+from swinkit.layers.merging import PatchMerging
+from swinkit.layers.workspace import affine_into, linear, linear_add_
 
 
 def float64_linear(x, weight, bias):
@@ -105,6 +106,41 @@ def test_workspace_products_go_through_kernel(monkeypatch):
     assert calls == [False, True]
     torch.testing.assert_close(out, expected)
     torch.testing.assert_close(acc, expected + 1)
+
+
+def test_linear_runs_leading_axes_on_kernel_and_falls_back_with_autograd(monkeypatch):
+    calls = count_linear_calls(monkeypatch)
+    layer = torch.nn.Linear(24, 40)
+    x = torch.randn(2, 3, 7, 24)
+    with torch.no_grad():
+        out = linear(x, layer.weight, layer.bias)
+        no_bias = linear(x[..., ::2, :], layer.weight[:16], None)  # strided rows: copied once by reshape
+        expected, expected_no_bias = layer(x), x[..., ::2, :] @ layer.weight[:16].t()
+    assert calls == [False, False] and out.shape == (2, 3, 7, 40) and no_bias.shape == (2, 3, 4, 16)
+    assert_fp32_close(out.reshape(-1, 40), float64_linear(x.reshape(-1, 24), layer.weight, layer.bias),
+                      x.reshape(-1, 24), layer.weight)
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(no_bias, expected_no_bias)
+    trained = linear(x, layer.weight, layer.bias)  # autograd on: PyTorch's product, gradients reach the weight
+    trained.sum().backward()
+    assert calls == [False, False] and layer.weight.grad is not None
+    with torch.no_grad():
+        assert linear(x.double(), layer.weight.double(), None).dtype == torch.float64 and len(calls) == 2
+        assert linear(torch.randn(24), layer.weight, layer.bias).shape == (40,) and len(calls) == 2
+
+
+def test_shunted_and_merging_products_use_kernel(monkeypatch):
+    """The products outside the blocks' residual paths: Shunted's q, k/v halves, output projection and
+    strided-conv patches, and PatchMerging's reduction."""
+    calls = count_linear_calls(monkeypatch)
+    attention = swinkit.create_model("shunted_t", num_classes=5).eval().block1[0].attn
+    merging = PatchMerging(16).eval()
+    with torch.inference_mode():
+        attention(torch.randn(1, 64, 64), (8, 8))  # sr 8: two aggregated branches
+        assert len(calls) == 1 + 2 * (1 + 2) + 1
+        merging(torch.randn(1, 6, 6, 16))
+        assert len(calls) == 9
+    assert not any(calls)
 
 
 def count_linear_calls(monkeypatch) -> list:

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from swinkit.layers.mlp import Mlp
-from swinkit.layers.workspace import Workspace, affine_into, scratch
+from swinkit.layers.workspace import Workspace, affine_into, linear, scratch
 
 
 def autocast_enabled(x: torch.Tensor) -> bool:
@@ -38,11 +38,11 @@ def layer_norm_again(x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, we
     return normed if bias is None else normed.add_(bias)
 
 
-def layer_norm_linear(x: torch.Tensor, norm: nn.LayerNorm, linear: nn.Linear) -> torch.Tensor:
-    """``linear(norm(x))``; with autograd on, the normalised x is recomputed in backward, not kept."""
+def layer_norm_linear(x: torch.Tensor, norm: nn.LayerNorm, layer: nn.Linear) -> torch.Tensor:
+    """``layer(norm(x))``; with autograd on, the normalised x is recomputed in backward, not kept."""
     if use_recompute_functions(x) and norm.elementwise_affine:
-        return LayerNormLinear.apply(x, norm.weight, norm.bias, linear.weight, linear.bias, norm.eps)
-    return linear(norm(x))
+        return LayerNormLinear.apply(x, norm.weight, norm.bias, layer.weight, layer.bias, norm.eps)
+    return linear(norm(x), layer.weight, layer.bias)
 
 
 class LayerNormLinear(torch.autograd.Function):

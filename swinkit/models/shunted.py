@@ -26,7 +26,7 @@ from swinkit.layers.checks import check_input, has_forward_hooks
 from swinkit.layers.drop import DropPath, drop_path_rates
 from swinkit.layers.init import init_linear_and_norm
 from swinkit.layers.mlp import Mlp
-from swinkit.layers.workspace import Workspace, linear_add_, linear_into
+from swinkit.layers.workspace import Workspace, linear, linear_add_, linear_into
 from swinkit.models.registry import register_model
 
 EMBED_NORM_EPS = 1e-5  # patch-embedding norms and the attention's token-aggregation norms (nn.LayerNorm default)
@@ -108,7 +108,7 @@ def patch_linear(tokens: torch.Tensor, grid: Grid, conv: nn.Conv2d) -> tuple[tor
     on tiny maps); traced graphs (compile, export) keep the conv, whose output sizes stay symbolic."""
     kernel = conv.kernel_size[0]
     if kernel == 1:
-        return F.linear(tokens, conv.weight.flatten(1), conv.bias), grid
+        return linear(tokens, conv.weight.flatten(1), conv.bias), grid
     pad = (0, max(kernel - grid[1], 0), 0, max(kernel - grid[0], 0))  # on (W, H)
     if torch.compiler.is_compiling():
         feature_map = tokens_to_map(tokens, grid)
@@ -122,16 +122,16 @@ def patch_linear(tokens: torch.Tensor, grid: Grid, conv: nn.Conv2d) -> tuple[tor
     patches = feature_map[:, :rows * kernel, :cols * kernel].reshape(batch, rows, kernel, cols, kernel, channels)
     patches = patches.transpose(2, 3).reshape(batch, rows * cols, kernel * kernel * channels)
     weight = conv.weight.permute(0, 2, 3, 1).reshape(conv.out_channels, -1)  # (C', k, k, C) like the patches
-    return F.linear(patches, weight, conv.bias), (rows, cols)
+    return linear(patches, weight, conv.bias), (rows, cols)
 
 
-def split_linear(x: torch.Tensor, linear: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
-    """``linear(x).chunk(2, -1)`` as two products, so each half is contiguous (the depth-wise conv on v
+def split_linear(x: torch.Tensor, layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor]:
+    """``layer(x).chunk(2, -1)`` as two products, so each half is contiguous (the depth-wise conv on v
     then reads it without a copy)."""
-    half = linear.out_features // 2
-    bias = linear.bias
-    return (F.linear(x, linear.weight[:half], None if bias is None else bias[:half]),
-            F.linear(x, linear.weight[half:], None if bias is None else bias[half:]))
+    half = layer.out_features // 2
+    bias = layer.bias
+    return (linear(x, layer.weight[:half], None if bias is None else bias[:half]),
+            linear(x, layer.weight[half:], None if bias is None else bias[half:]))
 
 
 def conv_with_folded_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:
@@ -304,7 +304,8 @@ class ShuntedAttention(nn.Module):
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
         """(B, H*W, C) -> (B, H*W, C)."""
         batch, num_tokens, dim = x.shape
-        q = self.q(x).view(batch, num_tokens, self.num_heads, dim // self.num_heads).transpose(1, 2)
+        q = linear(x, self.q.weight, self.q.bias)
+        q = q.view(batch, num_tokens, self.num_heads, dim // self.num_heads).transpose(1, 2)
         if self.sr_ratio > 1:
             half = self.num_heads // 2
             out = torch.cat([
@@ -315,7 +316,7 @@ class ShuntedAttention(nn.Module):
             k_tokens, v_tokens = split_linear(x, self.kv)
             # out of place: the attention kernel keeps its output for the backward pass
             out = self._attend(q, k_tokens, v_tokens) + conv_on_tokens(self.local_conv, v_tokens, grid)
-        return self.proj_drop(self.proj(out))
+        return self.proj_drop(linear(out, self.proj.weight, self.proj.bias))
 
 
 class ShuntedBlock(nn.Module):
