@@ -97,6 +97,79 @@ def test_kernel_rejects_what_it_cannot_take():
         native.OP(q, q[:, :, :7], q[:, :, :7], bias, 1.0)  # 7 keys, bias for 49
 
 
+@pytest.mark.parametrize("windows,heads,tokens,head_dim,bias_windows,grad_windows", [
+    (8, 3, 49, 32, 4, 4), (8, 3, 49, 32, 4, 1), (6, 2, 13, 16, 1, 1), (4, 1, 8, 8, 2, 2), (3, 2, 98, 64, 0, 0),
+    (2, 1, 196, 32, 1, 0), (5, 2, 1, 8, 5, 5)])
+def test_backward_matches_float64_autograd(windows, heads, tokens, head_dim, bias_windows, grad_windows):
+    generator = torch.Generator().manual_seed(tokens + 1000 * bias_windows + grad_windows)
+    qkv = torch.randn(windows, tokens, 3 * heads * head_dim, generator=generator)
+    bias = torch.randn(bias_windows, heads, tokens, tokens, generator=generator) if bias_windows else None
+    grad_out = torch.randn(windows, tokens, heads, head_dim, generator=generator)
+    scale = head_dim ** -0.5
+    qkv64 = qkv.double().requires_grad_()
+    bias64 = None if bias is None else bias.double().requires_grad_()
+    reference(*wa.split_heads(qkv64, heads), bias64, scale).backward(grad_out.double())
+    grad_qkv = torch.full_like(qkv, float("nan"))
+    q, k, v = wa.split_heads(qkv, heads)
+    assert native.backward_applies(grad_out.transpose(1, 2), q, k, v, bias)
+    grad_bias = native.window_attention_backward_(*wa.split_heads(grad_qkv, heads), grad_out.transpose(1, 2),
+                                                  q, k, v, bias, scale, grad_windows)
+    torch.testing.assert_close(grad_qkv.double(), qkv64.grad, atol=1e-5, rtol=1e-5)
+    assert grad_bias.shape == (grad_windows, heads, tokens, tokens)
+    if grad_windows:
+        expected = bias64.grad.view(-1, grad_windows, heads, tokens, tokens).sum(0)
+        torch.testing.assert_close(grad_bias.double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_backward_rejects_what_it_cannot_take():
+    q = torch.randn(4, 3, 49, 32)
+    grads = [torch.empty_like(q) for _ in range(3)]
+    assert not native.backward_applies(q, q, q[:, :, :7], q[:, :, :7])  # keys other than the queries
+    with pytest.raises(RuntimeError, match="float32"):
+        native.BACKWARD_OP(*grads, q, q.double(), q, q, None, 1.0, 0)
+    with pytest.raises(RuntimeError, match="bias must be"):
+        native.BACKWARD_OP(*grads, q, q, q, q, torch.zeros(3, 3, 49, 49), 1.0, 0)
+    with pytest.raises(RuntimeError, match="grad_bias_windows must divide 4"):
+        native.BACKWARD_OP(*grads, q, q, q, q, None, 1.0, 3)
+    with pytest.raises(RuntimeError, match="same strides"):
+        native.BACKWARD_OP(grads[0], grads[1], grads[2].transpose(0, 1).contiguous().transpose(0, 1), q, q, q, q,
+                           None, 1.0, 0)
+
+
+@pytest.mark.parametrize("name,kwargs,shape", [
+    ("swin_t", dict(img_size=64, embed_dim=32, depths=(2, 2), num_heads=(2, 4), window_size=4, num_classes=5),
+     (2, 3, 64, 64)),
+    ("video_swin_t", dict(embed_dim=32, depths=(2, 2), num_heads=(2, 4), window_size=(2, 4, 4), num_classes=5),
+     (1, 3, 4, 32, 32)),
+])
+def test_training_gradients_match_without_backward_kernel(monkeypatch, name, kwargs, shape):
+    """The whole model's gradients (relative position tables included, shifted blocks with their masks) with the
+    backward kernel and with the PyTorch recomputation it replaces."""
+    torch.manual_seed(0)
+    model = swinkit.create_model(name, drop_path_rate=0.0, **kwargs).train()
+    for module in model.modules():  # no randomness between the two passes (Video Swin's head has dropout)
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    x, target = torch.randn(shape), torch.tensor([1, 3][:shape[0]])
+    calls = []
+    real = native.window_attention_backward_
+    monkeypatch.setattr(native, "window_attention_backward_",
+                        lambda *args: calls.append(args[3].shape) or real(*args))
+
+    def gradients():
+        model.zero_grad()
+        F.cross_entropy(model(x), target).backward()
+        return {key: p.grad.clone() for key, p in model.named_parameters()}
+
+    fast = gradients()
+    assert len(calls) == 4  # every block of both stages
+    monkeypatch.setattr(native, "backward_applies", lambda *args: False)
+    plain = gradients()
+    assert len(calls) == 4
+    for key in plain:
+        torch.testing.assert_close(fast[key], plain[key], atol=1e-5, rtol=1e-4, msg=key)
+
+
 def count_native_calls(monkeypatch) -> list:
     calls = []
     real = native.window_attention

@@ -166,6 +166,147 @@ inline void attend(const float* q, int64_t q_stride, const float* kt, const floa
   }
 }
 
+// ---- backward: the gradients of softmax(scale q k^T + bias) v, the attention weights recomputed ----
+
+// out (n x mp, rows mp apart) = a (n rows of hd, a_stride apart) . bt (hd x mp, rows mp apart); mp % 8 == 0
+inline void row_products(const float* a, int64_t a_stride, int64_t n, const float* bt, int64_t mp, int64_t hd,
+                         float* out) {
+  __m256 acc[12];
+  for (int64_t i0 = 0; i0 < n; i0 += ROWS) {
+    const int64_t rows = std::min<int64_t>(ROWS, n - i0);
+    const float* a_rows[ROWS];
+    for (int r = 0; r < ROWS; ++r) a_rows[r] = a + (i0 + std::min<int64_t>(r, rows - 1)) * a_stride;
+    for (int64_t j = 0; j < mp; j += 16) {
+      const bool pair = j + 16 <= mp;
+      if (pair) logits_tile<2>(a_rows, bt + j, mp, hd, acc); else logits_tile<1>(a_rows, bt + j, mp, hd, acc);
+      for (int r = 0; r < rows; ++r) {
+        _mm256_storeu_ps(out + (i0 + r) * mp + j, acc[2 * r]);
+        if (pair) _mm256_storeu_ps(out + (i0 + r) * mp + j + 8, acc[2 * r + 1]);
+      }
+    }
+  }
+}
+
+// out rows (n of hd, out_stride apart) = scale * p (n rows of len, p_stride apart) . b (len x hd, rows hd apart)
+inline void weighted_rows(const float* p, int64_t p_stride, int64_t n, const float* b, int64_t len, int64_t hd,
+                          float scale, float* out, int64_t out_stride) {
+  __m256 acc[12];
+  const __m256 vscale = _mm256_set1_ps(scale);
+  for (int64_t i0 = 0; i0 < n; i0 += 3) {
+    const int64_t rows = std::min<int64_t>(3, n - i0);
+    const float* p0 = p + i0 * p_stride;
+    const float* p1 = p + (i0 + std::min<int64_t>(1, rows - 1)) * p_stride;
+    const float* p2 = p + (i0 + std::min<int64_t>(2, rows - 1)) * p_stride;
+    for (int64_t d0 = 0; d0 < hd; d0 += 32) {
+      const int width = (int)std::min<int64_t>(4, (hd - d0) / 8);
+      switch (width) {
+        case 4: output_tile<4>(p0, p1, p2, b + d0, hd, len, acc); break;
+        case 3: output_tile<3>(p0, p1, p2, b + d0, hd, len, acc); break;
+        case 2: output_tile<2>(p0, p1, p2, b + d0, hd, len, acc); break;
+        default: output_tile<1>(p0, p1, p2, b + d0, hd, len, acc); break;
+      }
+      for (int r = 0; r < rows; ++r)
+        for (int c = 0; c < width; ++c)
+          _mm256_storeu_ps(out + (i0 + r) * out_stride + d0 + 8 * c, _mm256_mul_ps(acc[4 * r + c], vscale));
+    }
+  }
+}
+
+// src (rows x cols, rows % 8 == cols % 8 == 0, src_stride apart) -> dst (cols x rows, dst_stride apart)
+inline void transpose_matrix(const float* src, int64_t src_stride, int64_t rows, int64_t cols, float* dst,
+                             int64_t dst_stride) {
+  for (int64_t i = 0; i < rows; i += 8)
+    for (int64_t j = 0; j < cols; j += 8) transpose8(src + i * src_stride + j, src_stride, dst + j * dst_stride + i, dst_stride);
+}
+
+// n rows of hd (stride apart) -> packed (np x hd), zero rows from n to np
+inline void pack_rows(const float* x, int64_t stride, int64_t n, int64_t np, int64_t hd, float* packed) {
+  for (int64_t i = 0; i < n; ++i) std::copy(x + i * stride, x + i * stride + hd, packed + i * hd);
+  std::fill(packed + n * hd, packed + np * hd, 0.f);
+}
+
+// floats one backward task needs: K^T, V^T (hd x np each), K, Q, dO (np x hd each), P, dS (np x np each) and
+// one transposed (np x np) matrix, for n tokens rounded up to np
+inline int64_t backward_scratch_floats(int64_t n, int64_t hd) {
+  const int64_t np = (n + 7) / 8 * 8;
+  return 5 * np * hd + 3 * np * np;
+}
+
+// one (window, head): from q, k, v and dO (n rows of hd each, their strides apart) and bias (n x n, or null),
+// writes dq, dk, dv (n rows of hd, their strides apart) and adds dS = d(logits) into grad_bias (n x n, or null)
+void attend_backward(const float* q, int64_t q_stride, const float* k, const float* v, int64_t kv_stride,
+                     const float* grad_out, int64_t go_stride, const float* bias, float* grad_q, float* grad_k,
+                     float* grad_v, int64_t grad_stride, float* grad_bias, int64_t n, int64_t hd, float scale,
+                     float* scratch) {
+  const int64_t np = (n + 7) / 8 * 8;
+  float* kt = scratch;             // K^T (hd x np)
+  float* vt = kt + hd * np;        // V^T (hd x np)
+  float* kp = vt + hd * np;        // K (np x hd)
+  float* qp = kp + np * hd;        // Q (np x hd)
+  float* gp = qp + np * hd;        // dO (np x hd)
+  float* p = gp + np * hd;         // P (np x np), the attention weights; rows >= n zero
+  float* ds = p + np * np;         // dP, then dS in its place (np x np); rows >= n zero
+  float* t = ds + np * np;         // P^T, then dS^T (np x np)
+  pack_keys(v, k, kv_stride, n, hd, vt, kp);  // V^T, and K in the layout pack_keys gives V
+  pack_keys(k, v, kv_stride, n, hd, kt, qp);  // K^T (qp is overwritten next)
+  pack_rows(q, q_stride, n, np, hd, qp);
+  pack_rows(grad_out, go_stride, n, np, hd, gp);
+  // P = softmax(scale q k^T + bias): lanes past n are exp(-inf) = 0
+  row_products(q, q_stride, n, kt, np, hd, p);
+  alignas(32) int lanes[8];
+  for (int l = 0; l < 8; ++l) lanes[l] = l < n - (np - 8) ? -1 : 0;
+  const __m256i tail = _mm256_load_si256(reinterpret_cast<const __m256i*>(lanes));  // valid lanes of the last vector
+  const __m256 vscale = _mm256_set1_ps(scale), ninf = _mm256_set1_ps(-INFINITY);
+  for (int64_t i = 0; i < n; ++i) {
+    float* pr = p + i * np;
+    const float* br = bias != nullptr ? bias + i * n : nullptr;
+    __m256 row_max = ninf;
+    for (int64_t j = 0; j < np; j += 8) {
+      const bool last = j + 8 == np;
+      __m256 x = _mm256_mul_ps(_mm256_loadu_ps(pr + j), vscale);
+      if (br != nullptr) x = _mm256_add_ps(x, last ? _mm256_maskload_ps(br + j, tail) : _mm256_loadu_ps(br + j));
+      if (last) x = _mm256_blendv_ps(ninf, x, _mm256_castsi256_ps(tail));
+      row_max = _mm256_max_ps(row_max, x);
+      _mm256_storeu_ps(pr + j, x);
+    }
+    const __m256 mb = _mm256_set1_ps(hmax(row_max));
+    __m256 sv = _mm256_setzero_ps();
+    for (int64_t j = 0; j < np; j += 8) {
+      const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(pr + j), mb));
+      _mm256_storeu_ps(pr + j, e);
+      sv = _mm256_add_ps(sv, e);
+    }
+    const __m256 inv = _mm256_set1_ps(1.f / hsum(sv));
+    for (int64_t j = 0; j < np; j += 8) _mm256_storeu_ps(pr + j, _mm256_mul_ps(_mm256_loadu_ps(pr + j), inv));
+  }
+  std::fill(p + n * np, p + np * np, 0.f);
+  // dV = P^T dO
+  transpose_matrix(p, np, np, np, t, np);
+  weighted_rows(t, np, n, gp, np, hd, 1.f, grad_v, grad_stride);
+  // dP = dO V^T; dS = P * (dP - rowsum(P * dP)), zero where P is (lanes and rows past n)
+  row_products(grad_out, go_stride, n, vt, np, hd, ds);
+  for (int64_t i = 0; i < n; ++i) {
+    float* dr = ds + i * np;
+    const float* pr = p + i * np;
+    __m256 dot = _mm256_setzero_ps();
+    for (int64_t j = 0; j < np; j += 8) dot = _mm256_fmadd_ps(_mm256_loadu_ps(pr + j), _mm256_loadu_ps(dr + j), dot);
+    const __m256 row = _mm256_set1_ps(hsum(dot));
+    for (int64_t j = 0; j < np; j += 8)
+      _mm256_storeu_ps(dr + j, _mm256_mul_ps(_mm256_loadu_ps(pr + j), _mm256_sub_ps(_mm256_loadu_ps(dr + j), row)));
+    if (grad_bias != nullptr) {
+      float* gb = grad_bias + i * n;
+      int64_t j = 0;
+      for (; j + 8 <= n; j += 8) _mm256_storeu_ps(gb + j, _mm256_add_ps(_mm256_loadu_ps(gb + j), _mm256_loadu_ps(dr + j)));
+      for (; j < n; ++j) gb[j] += dr[j];
+    }
+  }
+  std::fill(ds + n * np, ds + np * np, 0.f);
+  // dQ = scale dS K; dK = scale dS^T Q
+  weighted_rows(ds, np, n, kp, np, hd, scale, grad_q, grad_stride);
+  transpose_matrix(ds, np, np, np, t, np);
+  weighted_rows(t, np, n, qp, np, hd, scale, grad_k, grad_stride);
+}
+
 }  // namespace
 
 // q (W, H, N, hd) and k, v (W, H, M, hd): fp32 views with unit stride along hd (k and v with the same
@@ -233,5 +374,76 @@ at::Tensor window_attention(const at::Tensor& q, const at::Tensor& k, const at::
   return out;
 }
 
-// the CPU implementation of the op swinkit/layers/native.py declares (schema and shape function there)
-TORCH_LIBRARY_IMPL(swinkit, CPU, m) { m.impl("window_attention", &window_attention); }
+// The backward of window_attention for windows of N tokens (keys = queries), the attention weights recomputed:
+// grad_out, q, k, v (W, H, N, hd) fp32 views with unit stride along hd (k and v with the same strides); bias as
+// for window_attention. Writes dq, dk, dv into grad_q, grad_k, grad_v (W, H, N, hd views with the same strides
+// as one another); returns d(bias) summed over windows w with the same w % grad_bias_windows,
+// (grad_bias_windows, H, N, N), or an empty tensor for grad_bias_windows == 0.
+at::Tensor window_attention_backward_(at::Tensor& grad_q, at::Tensor& grad_k, at::Tensor& grad_v,
+                                      const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
+                                      const at::Tensor& v, const std::optional<at::Tensor>& bias, double scale,
+                                      int64_t grad_bias_windows) {
+  TORCH_CHECK(q.device().is_cpu() && q.scalar_type() == at::kFloat && q.dim() == 4 && q.stride(3) == 1 &&
+              q.size(3) % 8 == 0,
+              "window_attention_backward_: q must be a float32 CPU (windows, heads, tokens, head_dim) tensor with "
+              "head_dim a multiple of 8 and unit stride, got ", q.scalar_type(), " ", q.sizes());
+  const std::initializer_list<const at::Tensor*> others = {&k, &v, &grad_out, &grad_q, &grad_k, &grad_v};
+  for (const at::Tensor* t : others)
+    TORCH_CHECK(t->device().is_cpu() && t->scalar_type() == at::kFloat && t->sizes() == q.sizes() &&
+                t->stride(3) == 1, "window_attention_backward_: k, v, grad_out and the gradients must be float32 CPU ",
+                q.sizes(), " tensors with unit stride along head_dim, got ", t->scalar_type(), " ", t->sizes());
+  TORCH_CHECK(k.strides() == v.strides() && grad_q.strides() == grad_k.strides() &&
+              grad_q.strides() == grad_v.strides(),
+              "window_attention_backward_: k and v, and the three gradients, must have the same strides");
+  const int64_t windows = q.size(0), heads = q.size(1), tokens = q.size(2), head_dim = q.size(3);
+  int64_t bias_windows = 1;
+  const float* bias_data = nullptr;
+  if (bias.has_value()) {
+    const at::Tensor& b = *bias;
+    TORCH_CHECK(b.scalar_type() == at::kFloat && b.is_contiguous() && b.dim() == 4 && b.size(0) > 0 &&
+                windows % b.size(0) == 0 && b.size(1) == heads && b.size(2) == tokens && b.size(3) == tokens,
+                "window_attention_backward_: bias must be a contiguous float32 (Wb, ", heads, ", ", tokens, ", ",
+                tokens, ") tensor with Wb dividing ", windows, ", got ", b.sizes());
+    bias_windows = b.size(0);
+    bias_data = b.data_ptr<float>();
+  }
+  TORCH_CHECK(grad_bias_windows >= 0 && (grad_bias_windows == 0 || windows % grad_bias_windows == 0),
+              "window_attention_backward_: grad_bias_windows must divide ", windows, ", got ", grad_bias_windows);
+  const int64_t threads = at::get_num_threads();
+  const int64_t slice = heads * tokens * tokens;  // one window's bias gradient
+  // one bias-gradient accumulator per thread (windows sharing a bias run on any thread), summed at the end
+  at::Tensor partial = at::zeros({grad_bias_windows > 0 ? threads : 0, grad_bias_windows, heads, tokens, tokens},
+                                 q.options());
+  if (windows * heads * tokens > 0) {
+    const float* q_data = q.data_ptr<float>();
+    const float* k_data = k.data_ptr<float>();
+    const float* v_data = v.data_ptr<float>();
+    const float* go_data = grad_out.data_ptr<float>();
+    float* gq = grad_q.data_ptr<float>();
+    float* gk = grad_k.data_ptr<float>();
+    float* gv = grad_v.data_ptr<float>();
+    float* partial_data = grad_bias_windows > 0 ? partial.data_ptr<float>() : nullptr;
+    at::parallel_for(0, windows * heads, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> scratch(backward_scratch_floats(tokens, head_dim));
+      float* own = partial_data == nullptr ? nullptr
+                                           : partial_data + at::get_thread_num() * grad_bias_windows * slice;
+      for (int64_t pair = begin; pair < end; ++pair) {
+        const int64_t w = pair / heads, h = pair % heads;
+        const int64_t kv = w * k.stride(0) + h * k.stride(1), g = w * grad_q.stride(0) + h * grad_q.stride(1);
+        attend_backward(q_data + w * q.stride(0) + h * q.stride(1), q.stride(2), k_data + kv, v_data + kv,
+                        k.stride(2), go_data + w * grad_out.stride(0) + h * grad_out.stride(1), grad_out.stride(2),
+                        bias_data == nullptr ? nullptr : bias_data + ((w % bias_windows) * heads + h) * tokens * tokens,
+                        gq + g, gk + g, gv + g, grad_q.stride(2),
+                        own == nullptr ? nullptr : own + ((w % grad_bias_windows) * heads + h) * tokens * tokens,
+                        tokens, head_dim, static_cast<float>(scale), scratch.data());
+      }
+    });
+  }
+  return grad_bias_windows > 0 ? partial.sum(0) : partial.view({0, heads, tokens, tokens});
+}
+
+// the CPU implementations of the ops swinkit/layers/native.py declares (schemas and shape functions there)
+TORCH_LIBRARY_IMPL(swinkit, CPU, m) {
+  m.impl("window_attention", &window_attention);
+  m.impl("window_attention_backward_", &window_attention_backward_);
+}

@@ -40,6 +40,21 @@ def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | No
 
 OP = torch.ops.swinkit.window_attention  # the op packets (FLOP counters key their formulas on them)
 
+torch.library.define("swinkit::window_attention_backward_",
+                     "(Tensor(a!) grad_q, Tensor(b!) grad_k, Tensor(c!) grad_v, Tensor grad_out, Tensor q, Tensor k, "
+                     "Tensor v, Tensor? bias, float scale, int grad_bias_windows) -> Tensor")
+
+
+@torch.library.register_fake("swinkit::window_attention_backward_")
+def _(grad_q: torch.Tensor, grad_k: torch.Tensor, grad_v: torch.Tensor, grad_out: torch.Tensor, q: torch.Tensor,
+      k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, scale: float,
+      grad_bias_windows: int) -> torch.Tensor:
+    _, heads, tokens, _ = q.shape
+    return q.new_empty(grad_bias_windows, heads, tokens, tokens)
+
+
+BACKWARD_OP = torch.ops.swinkit.window_attention_backward_
+
 torch.library.define("swinkit::linear_",
                      "(Tensor(a!) out, Tensor x, Tensor weight, Tensor? bias, bool accumulate) -> ()")
 
@@ -137,6 +152,29 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
     if bias is not None:
         bias = (bias if bias.dim() == 4 else bias.unsqueeze(0)).contiguous()
     return OP(q, k, v, bias, scale)
+
+
+def backward_applies(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                     bias: torch.Tensor | None = None) -> bool:
+    """Whether :func:`window_attention_backward_` takes these: windows whose keys are their queries (N = M),
+    and what :func:`applies` asks of the forward pass, for grad_out (laid out like q) too."""
+    return (q.shape == k.shape and grad_out.shape == q.shape and grad_out.stride(-1) == 1
+            and applies(q, k, v, bias) and _takes((grad_out,)))
+
+
+def window_attention_backward_(grad_q: torch.Tensor, grad_k: torch.Tensor, grad_v: torch.Tensor,
+                               grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                               bias: torch.Tensor | None, scale: float, grad_bias_windows: int) -> torch.Tensor:
+    """The gradients of :func:`window_attention` (windows of N tokens, the weights recomputed): grad_out, q, k, v
+    (W, nH, N, hd) views; writes dq, dk, dv into grad_q, grad_k, grad_v (views alike) and returns the bias
+    gradient summed over the windows w with the same ``w % grad_bias_windows``: (grad_bias_windows, nH, N, N)
+    (empty for 0); bias as for :func:`window_attention`. See :func:`backward_applies`. A dispatcher op
+    (``torch.ops.swinkit.window_attention_backward_``)."""
+    if not available():
+        raise RuntimeError("swinkit's CPU window-attention kernel is not available (see swinkit.layers.native)")
+    if bias is not None:
+        bias = (bias if bias.dim() == 4 else bias.unsqueeze(0)).contiguous()
+    return BACKWARD_OP(grad_q, grad_k, grad_v, grad_out, q, k, v, bias, scale, grad_bias_windows)
 
 
 def linear_applies(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:

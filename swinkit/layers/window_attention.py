@@ -262,8 +262,11 @@ class BiasedWindowAttention(torch.autograd.Function):
     ``bias`` (summed over the batch and, for a table or a 3-D bias, over the windows), which the
     fused CPU kernels do not provide; and writes the q, k and v gradients straight into one tensor
     laid out like qkv. ``combined`` is the (nH, N, N) bias plus mask for the forward pass, when the
-    caller has it already. The recomputed (windows, nH, N, N) tensors go to ``workspace`` buffers
-    when one is given: on CPU, fresh ones of that size are page faults in every group.
+    caller has it already. Backward runs swinkit's compiled kernel where it applies (fp32 CPU:
+    :func:`swinkit.layers.native.window_attention_backward_`, each (window, head) in cache); elsewhere
+    it recomputes the weights a few windows at a time with PyTorch's products, the (windows, nH, N, N)
+    tensors in ``workspace`` buffers when one is given (on CPU, fresh ones of that size are page faults in
+    every group).
     """
 
     @staticmethod
@@ -290,6 +293,14 @@ class BiasedWindowAttention(torch.autograd.Function):
         grad_q, grad_k, grad_v = split_heads(grad_qkv, heads)
         relative = bias if index is None else gather_bias(bias, index).to(qkv.dtype).contiguous()
         mask = None if mask is None else mask.to(qkv.dtype)
+        if native.backward_applies(grad_out, q, k, v, relative):
+            # swinkit's kernel: every (window, head) in cache, the bias gradient summed per bias window
+            combined = relative if mask is None else relative + mask.unsqueeze(1)
+            grad_windows = windows_per_sample(relative) if ctx.needs_input_grad[1] else 0
+            grad_relative = native.window_attention_backward_(grad_q, grad_k, grad_v, grad_out, q, k, v, combined,
+                                                              scale, grad_windows)
+            grad_relative = None if grad_windows == 0 else grad_relative.view_as(relative)
+            return grad_qkv, _table_gradient(grad_relative, bias, index), None, None, None, None, None, None
         grad_relative = torch.zeros_like(relative) if ctx.needs_input_grad[1] else None
         per_sample = max(windows_per_sample(relative), 1 if mask is None else mask.shape[0])
         # a few windows at a time: the recomputed (windows, nH, N, N) tensors stay small
@@ -318,10 +329,17 @@ class BiasedWindowAttention(torch.autograd.Function):
                 target += torch.sum(grad_logits.view(-1, *target.shape), 0, out=summed)
             torch.mul(torch.matmul(grad_logits, ks), scale, out=grad_q[first:last])
             torch.mul(torch.matmul(grad_logits.transpose(-2, -1), qs), scale, out=grad_k[first:last])
-        grad_bias = grad_relative
-        if grad_relative is not None and index is not None:  # back to the table rows: the backward of gather_bias
-            # summed into the transposed (nH, R) table, each head's (N * N) gradient as it lies: 3-6x faster
-            # than index_add_ of (N * N, nH) rows, which needs a transposed copy and adds nH numbers at a time
-            per_head = grad_relative.reshape(heads, -1).to(bias.dtype)
-            grad_bias = bias.new_zeros(heads, bias.shape[0]).index_add_(1, index.reshape(-1), per_head).t()
-        return grad_qkv, grad_bias, None, None, None, None, None, None
+        return grad_qkv, _table_gradient(grad_relative, bias, index), None, None, None, None, None, None
+
+
+def _table_gradient(grad_relative: torch.Tensor | None, bias: torch.Tensor,
+                    index: torch.Tensor | None) -> torch.Tensor | None:
+    """The gradient for :class:`BiasedWindowAttention`'s ``bias`` from that of the (nH, N, N) bias: itself, or
+    with ``index``, summed back into the rows of the (R, nH) table (the backward of :func:`gather_bias`)."""
+    if grad_relative is None or index is None:
+        return grad_relative
+    # summed into the transposed (nH, R) table, each head's (N * N) gradient as it lies: 3-6x faster than
+    # index_add_ of (N * N, nH) rows, which needs a transposed copy and adds nH numbers at a time
+    heads = grad_relative.shape[-3]
+    per_head = grad_relative.reshape(heads, -1).to(bias.dtype)
+    return bias.new_zeros(heads, bias.shape[0]).index_add_(1, index.reshape(-1), per_head).t()
