@@ -170,6 +170,25 @@ def test_training_gradients_match_without_backward_kernel(monkeypatch, name, kwa
         torch.testing.assert_close(fast[key], plain[key], atol=1e-5, rtol=1e-4, msg=key)
 
 
+def test_backward_kernel_counts_the_flops_of_the_path_it_replaces(monkeypatch):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from swinkit.deploy.info import flop_formulas
+    torch.manual_seed(0)
+    model = swinkit.create_model("swin_t", img_size=64, embed_dim=32, depths=(2, 2), num_heads=(2, 4),
+                                 window_size=4, num_classes=5, drop_path_rate=0.0).train()
+    x = torch.randn(2, 3, 64, 64)
+
+    def step_flops() -> int:
+        with FlopCounterMode(display=False, custom_mapping=flop_formulas()) as counter:
+            model(x).sum().backward()
+        return counter.get_total_flops()
+
+    with_kernel = step_flops()
+    monkeypatch.setattr(native, "backward_applies", lambda *args: False)
+    assert with_kernel == step_flops() > 0
+
+
 def count_native_calls(monkeypatch) -> list:
     calls = []
     real = native.window_attention

@@ -105,7 +105,13 @@ def flop_formulas() -> dict:
     def linear(out, x_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:  # swinkit's CPU kernel
         return 2 * x_shape[0] * x_shape[1] * weight_shape[0]
 
+    def window_attention_backward(grad_q, grad_k, grad_v, grad_out, query, key, *args, out_shape=None,
+                                  **kwargs) -> int:  # swinkit's CPU kernel: the logits again, then four products
+        windows, heads, tokens, head_dim = query
+        return 5 * 2 * windows * heads * tokens * key[2] * head_dim
+
     mapping[native.OP] = window_attention
+    mapping[native.BACKWARD_OP] = window_attention_backward
     mapping[native.LINEAR_OP] = linear
     return mapping
 
