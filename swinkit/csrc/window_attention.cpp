@@ -34,6 +34,25 @@ inline float hmax(__m256 v) {
 
 constexpr int ROWS = 6;  // query rows per block: 6 x 16 logits tiles, two 3 x 32 output tiles
 
+// the first `valid` (1-8) lanes set: the keys of a row's last vector
+inline __m256i first_lanes(int64_t valid) {
+  alignas(32) int lanes[8];
+  for (int l = 0; l < 8; ++l) lanes[l] = l < valid ? -1 : 0;
+  return _mm256_load_si256(reinterpret_cast<const __m256i*>(lanes));
+}
+
+// row[j] = exp(row[j] - max) in place for j < mp (mp % 8 == 0); returns their sum
+inline float exponentiate_row(float* row, int64_t mp, float max) {
+  const __m256 mb = _mm256_set1_ps(max);
+  __m256 sum = _mm256_setzero_ps();
+  for (int64_t j = 0; j < mp; j += 8) {
+    const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(row + j), mb));
+    _mm256_storeu_ps(row + j, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  return hsum(sum);
+}
+
 // ROWS query rows . 8 * V columns of K^T (rows mp apart) over d < hd -> acc[2 * r + c]
 template <int V>
 __attribute__((always_inline)) inline void logits_tile(const float* const* q_rows, const float* kt, int64_t mp,
@@ -98,10 +117,7 @@ inline void pack_keys(const float* k, const float* v, int64_t kv_stride, int64_t
 inline void attend(const float* q, int64_t q_stride, const float* kt, const float* vp, const float* bias,
                    float* out, int64_t out_stride, int64_t n, int64_t m, int64_t hd, float scale, float* s) {
   const int64_t mp = (m + 7) / 8 * 8, mvec = mp / 8;
-  const int tail = (int)(m - (mvec - 1) * 8);  // valid lanes of the last key vector
-  alignas(32) int lanes[8];
-  for (int t = 0; t < 8; ++t) lanes[t] = t < tail ? -1 : 0;
-  const __m256i tail_mask = _mm256_load_si256((const __m256i*)lanes);
+  const __m256i tail_mask = first_lanes(m - (mvec - 1) * 8);  // valid lanes of the last key vector
   const __m256 vscale = _mm256_set1_ps(scale), ninf = _mm256_set1_ps(-INFINITY);
   __m256 acc[12];
   for (int64_t i0 = 0; i0 < n; i0 += ROWS) {
@@ -133,17 +149,7 @@ inline void attend(const float* q, int64_t q_stride, const float* kt, const floa
     }
     if (jv < mvec) { logits_tile<1>(q_rows, kt + jv * 8, mp, hd, acc); store(jv, 0); }
     float inv_sum[ROWS];
-    for (int r = 0; r < ROWS; ++r) {
-      float* sr = s + r * mp;
-      const __m256 mb = _mm256_set1_ps(hmax(row_max[r]));
-      __m256 sv = _mm256_setzero_ps();
-      for (int64_t j = 0; j < mp; j += 8) {
-        const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(sr + j), mb));
-        _mm256_storeu_ps(sr + j, e);
-        sv = _mm256_add_ps(sv, e);
-      }
-      inv_sum[r] = 1.f / hsum(sv);
-    }
+    for (int r = 0; r < ROWS; ++r) inv_sum[r] = 1.f / exponentiate_row(s + r * mp, mp, hmax(row_max[r]));
     for (int half = 0; half < 2; ++half) {  // out rows = (numerators . V) / sum, three rows at a time
       const int r0 = 3 * half;
       if (r0 >= rows) break;
@@ -253,30 +259,23 @@ void attend_backward(const float* q, int64_t q_stride, const float* k, const flo
   pack_rows(grad_out, go_stride, n, np, hd, gp);
   // P = softmax(scale q k^T + bias): lanes past n are exp(-inf) = 0
   row_products(q, q_stride, n, kt, np, hd, p);
-  alignas(32) int lanes[8];
-  for (int l = 0; l < 8; ++l) lanes[l] = l < n - (np - 8) ? -1 : 0;
-  const __m256i tail = _mm256_load_si256(reinterpret_cast<const __m256i*>(lanes));  // valid lanes of the last vector
+  const __m256i tail = first_lanes(n - (np - 8));  // valid lanes of the last vector
   const __m256 vscale = _mm256_set1_ps(scale), ninf = _mm256_set1_ps(-INFINITY);
   for (int64_t i = 0; i < n; ++i) {
     float* pr = p + i * np;
-    const float* br = bias != nullptr ? bias + i * n : nullptr;
     __m256 row_max = ninf;
     for (int64_t j = 0; j < np; j += 8) {
       const bool last = j + 8 == np;
       __m256 x = _mm256_mul_ps(_mm256_loadu_ps(pr + j), vscale);
-      if (br != nullptr) x = _mm256_add_ps(x, last ? _mm256_maskload_ps(br + j, tail) : _mm256_loadu_ps(br + j));
+      if (bias != nullptr) {
+        const float* b = bias + i * n + j;
+        x = _mm256_add_ps(x, last ? _mm256_maskload_ps(b, tail) : _mm256_loadu_ps(b));
+      }
       if (last) x = _mm256_blendv_ps(ninf, x, _mm256_castsi256_ps(tail));
       row_max = _mm256_max_ps(row_max, x);
       _mm256_storeu_ps(pr + j, x);
     }
-    const __m256 mb = _mm256_set1_ps(hmax(row_max));
-    __m256 sv = _mm256_setzero_ps();
-    for (int64_t j = 0; j < np; j += 8) {
-      const __m256 e = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(pr + j), mb));
-      _mm256_storeu_ps(pr + j, e);
-      sv = _mm256_add_ps(sv, e);
-    }
-    const __m256 inv = _mm256_set1_ps(1.f / hsum(sv));
+    const __m256 inv = _mm256_set1_ps(1.f / exponentiate_row(pr, np, hmax(row_max)));
     for (int64_t j = 0; j < np; j += 8) _mm256_storeu_ps(pr + j, _mm256_mul_ps(_mm256_loadu_ps(pr + j), inv));
   }
   std::fill(p + n * np, p + np * np, 0.f);
@@ -307,6 +306,23 @@ void attend_backward(const float* q, int64_t q_stride, const float* k, const flo
   weighted_rows(t, np, n, qp, np, hd, scale, grad_k, grad_stride);
 }
 
+// a bias argument of the ops: contiguous float32 (Wb, heads, tokens, keys) with Wb dividing `windows`, or none;
+// its window count (1 without one) and data (null without one)
+struct BiasArgument {
+  int64_t windows = 1;
+  const float* data = nullptr;
+};
+inline BiasArgument bias_argument(const std::optional<at::Tensor>& bias, const char* op, int64_t windows,
+                                  int64_t heads, int64_t tokens, int64_t keys) {
+  if (!bias.has_value()) return {};
+  const at::Tensor& b = *bias;
+  TORCH_CHECK(b.scalar_type() == at::kFloat && b.is_contiguous() && b.dim() == 4 && b.size(0) > 0 &&
+              windows % b.size(0) == 0 && b.size(1) == heads && b.size(2) == tokens && b.size(3) == keys,
+              op, ": bias must be a contiguous float32 (Wb, ", heads, ", ", tokens, ", ", keys,
+              ") tensor with Wb dividing ", windows, ", got ", b.sizes());
+  return {b.size(0), b.data_ptr<float>()};
+}
+
 }  // namespace
 
 // q (W, H, N, hd) and k, v (W, H, M, hd): fp32 views with unit stride along hd (k and v with the same
@@ -325,17 +341,7 @@ at::Tensor window_attention(const at::Tensor& q, const at::Tensor& k, const at::
               "window_attention: head_dim must be a multiple of 8 with unit stride, got ", q.size(3));
   const int64_t windows = q.size(0), heads = q.size(1), tokens = q.size(2), keys = k.size(2), head_dim = q.size(3);
   TORCH_CHECK(keys > 0 || tokens == 0, "window_attention: no keys to attend to");
-  int64_t bias_windows = 1;
-  const float* bias_data = nullptr;
-  if (bias.has_value()) {
-    const at::Tensor& b = *bias;
-    TORCH_CHECK(b.scalar_type() == at::kFloat && b.is_contiguous() && b.dim() == 4 && b.size(0) > 0 &&
-                windows % b.size(0) == 0 && b.size(1) == heads && b.size(2) == tokens && b.size(3) == keys,
-                "window_attention: bias must be a contiguous float32 (Wb, ", heads, ", ", tokens, ", ", keys,
-                ") tensor with Wb dividing ", windows, ", got ", b.sizes());
-    bias_windows = b.size(0);
-    bias_data = b.data_ptr<float>();
-  }
+  const auto [bias_windows, bias_data] = bias_argument(bias, "window_attention", windows, heads, tokens, keys);
   auto out = at::empty({windows, tokens, heads, head_dim}, q.options());
   if (out.numel() == 0) return out;
   const float* q_data = q.data_ptr<float>();
@@ -396,17 +402,8 @@ at::Tensor window_attention_backward_(at::Tensor& grad_q, at::Tensor& grad_k, at
               grad_q.strides() == grad_v.strides(),
               "window_attention_backward_: k and v, and the three gradients, must have the same strides");
   const int64_t windows = q.size(0), heads = q.size(1), tokens = q.size(2), head_dim = q.size(3);
-  int64_t bias_windows = 1;
-  const float* bias_data = nullptr;
-  if (bias.has_value()) {
-    const at::Tensor& b = *bias;
-    TORCH_CHECK(b.scalar_type() == at::kFloat && b.is_contiguous() && b.dim() == 4 && b.size(0) > 0 &&
-                windows % b.size(0) == 0 && b.size(1) == heads && b.size(2) == tokens && b.size(3) == tokens,
-                "window_attention_backward_: bias must be a contiguous float32 (Wb, ", heads, ", ", tokens, ", ",
-                tokens, ") tensor with Wb dividing ", windows, ", got ", b.sizes());
-    bias_windows = b.size(0);
-    bias_data = b.data_ptr<float>();
-  }
+  const auto [bias_windows, bias_data] =
+      bias_argument(bias, "window_attention_backward_", windows, heads, tokens, tokens);
   TORCH_CHECK(grad_bias_windows >= 0 && (grad_bias_windows == 0 || windows % grad_bias_windows == 0),
               "window_attention_backward_: grad_bias_windows must divide ", windows, ", got ", grad_bias_windows);
   const int64_t threads = at::get_num_threads();

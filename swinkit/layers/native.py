@@ -149,9 +149,7 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
     and profilers see it."""
     if not available():
         raise RuntimeError("swinkit's CPU window-attention kernel is not available (see swinkit.layers.native)")
-    if bias is not None:
-        bias = (bias if bias.dim() == 4 else bias.unsqueeze(0)).contiguous()
-    return OP(q, k, v, bias, scale)
+    return OP(q, k, v, _per_window(bias), scale)
 
 
 def backward_applies(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -172,9 +170,14 @@ def window_attention_backward_(grad_q: torch.Tensor, grad_k: torch.Tensor, grad_
     (``torch.ops.swinkit.window_attention_backward_``)."""
     if not available():
         raise RuntimeError("swinkit's CPU window-attention kernel is not available (see swinkit.layers.native)")
-    if bias is not None:
-        bias = (bias if bias.dim() == 4 else bias.unsqueeze(0)).contiguous()
-    return BACKWARD_OP(grad_q, grad_k, grad_v, grad_out, q, k, v, bias, scale, grad_bias_windows)
+    return BACKWARD_OP(grad_q, grad_k, grad_v, grad_out, q, k, v, _per_window(bias), scale, grad_bias_windows)
+
+
+def _per_window(bias: torch.Tensor | None) -> torch.Tensor | None:
+    """A bias as the ops take it: (nH, N, M) or (nW, nH, N, M) -> contiguous (1 or nW, nH, N, M)."""
+    if bias is None:
+        return None
+    return (bias if bias.dim() == 4 else bias.unsqueeze(0)).contiguous()
 
 
 def linear_applies(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:

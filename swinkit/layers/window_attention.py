@@ -89,7 +89,7 @@ class WindowAttention(nn.Module):
         """:meth:`attention_bias` built anew, with autograd reaching the table when it is on."""
         bias = self.relative_bias(window).contiguous()  # small; the sum with a mask then comes out contiguous
         if shift_mask is not None:
-            bias = bias.unsqueeze(0) + shift_mask.unsqueeze(1).to(bias.dtype)
+            bias = with_mask(bias, shift_mask.to(bias.dtype))
         return bias.to(dtype).contiguous()
 
     def forward(self, x: torch.Tensor, attn_bias: torch.Tensor) -> torch.Tensor:
@@ -130,6 +130,12 @@ def split_heads(qkv: torch.Tensor, num_heads: int) -> tuple[torch.Tensor, torch.
     """qkv (B * nW, N, 3C) -> q, k, v, each a (B * nW, nH, N, hd) view of it."""
     count, tokens, channels3 = qkv.shape
     return qkv.view(count, tokens, 3, num_heads, channels3 // (3 * num_heads)).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def with_mask(bias: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """A bias (nH, N, N) or (nW, nH, N, N) plus a shift mask (nW, N, N), the same for every head:
+    (nW, nH, N, N)."""
+    return bias + mask.unsqueeze(1)
 
 
 def gather_bias(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -277,7 +283,7 @@ class BiasedWindowAttention(torch.autograd.Function):
         ctx.num_heads, ctx.scale, ctx.workspace = num_heads, scale, workspace
         if combined is None:
             combined = bias if index is None else gather_bias(bias, index)
-            combined = combined if mask is None else combined + mask.unsqueeze(1)
+            combined = combined if mask is None else with_mask(combined, mask)
         # detached: PyTorch picks its fused kernel only for inputs that do not require grad
         return window_sdpa(*split_heads(qkv.detach(), num_heads), combined.detach().to(qkv.dtype), scale,
                            workspace=workspace)
@@ -295,7 +301,7 @@ class BiasedWindowAttention(torch.autograd.Function):
         mask = None if mask is None else mask.to(qkv.dtype)
         if native.backward_applies(grad_out, q, k, v, relative):
             # swinkit's kernel: every (window, head) in cache, the bias gradient summed per bias window
-            combined = relative if mask is None else relative + mask.unsqueeze(1)
+            combined = relative if mask is None else with_mask(relative, mask)
             grad_windows = windows_per_sample(relative) if ctx.needs_input_grad[1] else 0
             grad_relative = native.window_attention_backward_(grad_q, grad_k, grad_v, grad_out, q, k, v, combined,
                                                               scale, grad_windows)
