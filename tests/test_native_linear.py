@@ -147,9 +147,9 @@ def count_linear_calls(monkeypatch) -> list:
     calls = []
     real = native.linear_
 
-    def spy(out, x, weight, bias, accumulate=False):
+    def spy(out, x, weight, bias, accumulate=False, gelu=False):
         calls.append(accumulate)
-        return real(out, x, weight, bias, accumulate)
+        return real(out, x, weight, bias, accumulate, gelu)
 
     monkeypatch.setattr(native, "linear_", spy)
     return calls

@@ -1,4 +1,4 @@
-// AVX2 + FMA helpers shared by swinkit's CPU kernels (window_attention.cpp, linear.cpp).
+// AVX2 + FMA helpers shared by swinkit's CPU kernels (window_attention.cpp, linear.cpp, gelu.cpp).
 #pragma once
 
 #include <immintrin.h>
@@ -26,6 +26,47 @@ inline __m256 exp_nonpositive(__m256 x) {
   __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
   return _mm256_and_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(e)), keep);
 }
+// erf(z): z P(z^2) / Q(z^2) on z clamped to [-4, 4] (beyond it erf rounds to +-1 in fp32), clamped to [-1, 1].
+// P (degree 6) and Q (degree 5, Q(0) = 1) are a weighted least-squares rational fit of erf on [0, 4] made for
+// swinkit: 2.5e-9 from erf in exact arithmetic, within 4e-7 of it in fp32 arithmetic (a few ulp near +-1).
+inline __m256 erf_approx(__m256 z) {
+  z = _mm256_min_ps(_mm256_max_ps(z, _mm256_set1_ps(-4.f)), _mm256_set1_ps(4.f));
+  const __m256 u = _mm256_mul_ps(z, z);
+  __m256 p = _mm256_set1_ps(-1.3360401840412095e-08f);
+  p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(4.7151434496364719e-06f));
+  p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(3.8086010692896266e-04f));
+  p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(3.8564762336189941e-03f));
+  p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(5.4354014738865211e-02f));
+  p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(1.8527986566977969e-01f));
+  p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(1.1283791680807629e+00f));
+  __m256 q = _mm256_set1_ps(6.3403803703851805e-05f);
+  q = _mm256_fmadd_ps(q, u, _mm256_set1_ps(1.3106922007702589e-03f));
+  q = _mm256_fmadd_ps(q, u, _mm256_set1_ps(1.5479843637197123e-02f));
+  q = _mm256_fmadd_ps(q, u, _mm256_set1_ps(1.1401398417017999e-01f));
+  q = _mm256_fmadd_ps(q, u, _mm256_set1_ps(4.9753340338185370e-01f));
+  q = _mm256_fmadd_ps(q, u, _mm256_set1_ps(1.f));
+  const __m256 r = _mm256_div_ps(_mm256_mul_ps(z, p), q);
+  return _mm256_min_ps(_mm256_max_ps(r, _mm256_set1_ps(-1.f)), _mm256_set1_ps(1.f));
+}
+
+// Phi(x) = (1 + erf(x / sqrt 2)) / 2, the standard normal CDF
+inline __m256 normal_cdf(__m256 x) {
+  return _mm256_fmadd_ps(erf_approx(_mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f))), _mm256_set1_ps(0.5f),
+                         _mm256_set1_ps(0.5f));
+}
+
+// the exact (erf) GELU: x Phi(x)
+inline __m256 gelu(__m256 x) { return _mm256_mul_ps(x, normal_cdf(x)); }
+
+// gelu(x) (the same bits as gelu) and its derivative Phi(x) + x phi(x), phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+inline __m256 gelu_with_derivative(__m256 x, __m256* derivative) {
+  const __m256 cdf = normal_cdf(x);
+  const __m256 pdf = _mm256_mul_ps(exp_nonpositive(_mm256_mul_ps(_mm256_mul_ps(x, x), _mm256_set1_ps(-0.5f))),
+                                   _mm256_set1_ps(0.39894228040143268f));
+  *derivative = _mm256_fmadd_ps(x, pdf, cdf);
+  return _mm256_mul_ps(x, cdf);
+}
+
 // 8 x 8 transpose: rows src[r * src_stride .. + 8] -> dst[c * dst_stride + r]
 inline void transpose8(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
   __m256 r0 = _mm256_loadu_ps(src), r1 = _mm256_loadu_ps(src + src_stride),

@@ -1,7 +1,7 @@
-// Linear layers on the CPU (AVX2 + FMA, fp32): out = x W^T + b, or out += x W^T + b in place,
-// for the token-major activations of swinkit's inference paths. Six rows of x times sixteen output channels
+// Linear layers on the CPU (AVX2 + FMA, fp32): out = x W^T + b, out = gelu(x W^T + b) (the MLP's fc1), or
+// out += x W^T + b in place, for the token-major activations of swinkit's inference paths. Six rows of x times sixteen output channels
 // per register tile (12 accumulators), W packed sixteen channels at a time and x six rows at a time into
-// cache-sized blocks, the bias and the accumulation applied in registers. Work is split over output
+// cache-sized blocks, the bias, the GELU and the accumulation applied in registers. Work is split over output
 // channels when rows are few (batch-1 late stages, where a general GEMM loses most) and over row blocks
 // otherwise. Built on first use by swinkit/layers/native.py.
 #include <ATen/ATen.h>
@@ -17,7 +17,6 @@
 
 namespace {
 
-using swinkit::exp_nonpositive;
 using swinkit::transpose8;
 
 constexpr int64_t MR = 6;         // rows of x per register tile
@@ -60,10 +59,11 @@ inline void pack_rows(const float* x, int64_t ldx, int64_t rows, int64_t kc, flo
     for (int64_t r = 0; r < MR; ++r) block[k * MR + r] = r < rows ? x[r * ldx + k] : 0.f;
 }
 
-// R rows x NR channels: c[r * ldc + j] = init + sum_k block[k * MR + r] * panel[k * NR + j]
+// R rows x NR channels: c[r * ldc + j] = init + sum_k block[k * MR + r] * panel[k * NR + j], through the GELU
+// with `gelu` (on the last input block)
 template <int R>
 inline void tile(const float* block, const float* panel, int64_t kc, float* c, int64_t ldc, Init init,
-                 const float* bias) {
+                 const float* bias, bool gelu) {
   __m256 acc[R][2];
   for (int r = 0; r < R; ++r) {
     for (int h = 0; h < 2; ++h) {
@@ -80,6 +80,11 @@ inline void tile(const float* block, const float* panel, int64_t kc, float* c, i
       acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
     }
   }
+  if (gelu)
+    for (int r = 0; r < R; ++r) {
+      acc[r][0] = swinkit::gelu(acc[r][0]);
+      acc[r][1] = swinkit::gelu(acc[r][1]);
+    }
   for (int r = 0; r < R; ++r) {
     _mm256_storeu_ps(c + r * ldc, acc[r][0]);
     _mm256_storeu_ps(c + r * ldc + 8, acc[r][1]);
@@ -87,23 +92,25 @@ inline void tile(const float* block, const float* panel, int64_t kc, float* c, i
 }
 
 inline void tile_rows(int64_t rows, const float* block, const float* panel, int64_t kc, float* c, int64_t ldc,
-                      Init init, const float* bias) {
+                      Init init, const float* bias, bool gelu) {
   switch (rows) {
-    case 6: tile<6>(block, panel, kc, c, ldc, init, bias); break;
-    case 5: tile<5>(block, panel, kc, c, ldc, init, bias); break;
-    case 4: tile<4>(block, panel, kc, c, ldc, init, bias); break;
-    case 3: tile<3>(block, panel, kc, c, ldc, init, bias); break;
-    case 2: tile<2>(block, panel, kc, c, ldc, init, bias); break;
-    default: tile<1>(block, panel, kc, c, ldc, init, bias); break;
+    case 6: tile<6>(block, panel, kc, c, ldc, init, bias, gelu); break;
+    case 5: tile<5>(block, panel, kc, c, ldc, init, bias, gelu); break;
+    case 4: tile<4>(block, panel, kc, c, ldc, init, bias, gelu); break;
+    case 3: tile<3>(block, panel, kc, c, ldc, init, bias, gelu); break;
+    case 2: tile<2>(block, panel, kc, c, ldc, init, bias, gelu); break;
+    default: tile<1>(block, panel, kc, c, ldc, init, bias, gelu); break;
   }
 }
 
 }  // namespace
 
-// out (M, N) = x (M, K) W^T (W: (N, K)) + bias, plus out itself with `accumulate`. fp32 CPU, unit stride
-// along the last axis of each; W contiguous; out must not overlap x or W.
+// out (M, N) = x (M, K) W^T (W: (N, K)) + bias, plus out itself with `accumulate`, through the exact GELU with
+// `gelu` (not with `accumulate`). fp32 CPU, unit stride along the last axis of each; W contiguous; out must not
+// overlap x or W.
 void linear_(at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-             bool accumulate) {
+             bool accumulate, bool gelu) {
+  TORCH_CHECK(!(accumulate && gelu), "linear_: gelu applies to the product itself, not to an accumulated sum");
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && x.dim() == 2 && x.stride(1) == 1,
               "linear_: x must be a float32 CPU (rows, in_features) tensor with unit stride along in_features, got ",
               x.scalar_type(), " ", x.sizes());
@@ -152,6 +159,7 @@ void linear_(at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, con
         const int64_t kc = std::min(KC, K - k0);
         const Init init = k0 > 0 ? Init::Out : accumulate ? Init::OutAndBias : Init::Bias;
         const float* bias_k = k0 == 0 ? b : nullptr;
+        const bool gelu_k = gelu && k0 + kc == K;
         for (int64_t m = m0; m < m1; m += MR)
           pack_rows(xd + m * ldx + k0, ldx, std::min(MR, m1 - m), kc, packed_rows.data() + (m - m0) * kc);
         for (int64_t p = p0; p < p1; ++p) {
@@ -162,13 +170,13 @@ void linear_(at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, con
             const int64_t rows = std::min(MR, m1 - m);
             const float* block = packed_rows.data() + (m - m0) * kc;
             if (cols == NR) {
-              tile_rows(rows, block, panel, kc, od + m * ldo + n0, ldo, init, bias_k ? bias_k + n0 : nullptr);
+              tile_rows(rows, block, panel, kc, od + m * ldo + n0, ldo, init, bias_k ? bias_k + n0 : nullptr, gelu_k);
               continue;
             }
             for (int64_t j = 0; j < NR; ++j) edge_bias[j] = bias_k != nullptr && j < cols ? bias_k[n0 + j] : 0.f;
             for (int64_t r = 0; r < rows; ++r)
               for (int64_t j = 0; j < NR; ++j) edge[r * NR + j] = j < cols ? od[(m + r) * ldo + n0 + j] : 0.f;
-            tile_rows(rows, block, panel, kc, edge, NR, init, edge_bias);
+            tile_rows(rows, block, panel, kc, edge, NR, init, edge_bias, gelu_k);
             for (int64_t r = 0; r < rows; ++r) std::copy(edge + r * NR, edge + r * NR + cols, od + (m + r) * ldo + n0);
           }
         }

@@ -1,8 +1,33 @@
-"""Transformer feed-forward block."""
+"""Transformer feed-forward block and its GELU."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+
+from swinkit.layers import native
+from swinkit.layers.workspace import linear_into
+
+
+def gelu_into(out: torch.Tensor, x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
+    """``out[:] = gelu(x)`` (``out`` may be ``x``): on swinkit's kernel for the exact GELU where it applies (fp32 CPU,
+    contiguous, no autograd: 1.5x PyTorch's), else PyTorch's. Returns ``out``."""
+    if approximate == "none" and native.gelu_applies(out, x):
+        return native.gelu_(out, x)
+    if out is x:
+        return torch.ops.aten.gelu_(x, approximate=approximate)
+    return torch._C._nn.gelu(x, approximate=approximate, out=out)
+
+
+def gelu_backward_into(grad: torch.Tensor, hidden: torch.Tensor, pre: torch.Tensor, approximate: str = "none",
+                       sum_rows: bool = False) -> torch.Tensor | None:
+    """The GELU's backward pass for pre (n, C): ``hidden[:] = gelu(pre)`` and ``grad *= gelu'(pre)`` in place
+    (grad, hidden (n, C)); returns grad's column sums (C,) with ``sum_rows``, else None. One sweep on swinkit's
+    kernel where it applies, else PyTorch's three."""
+    if approximate == "none" and native.gelu_applies(grad, hidden, pre):
+        return native.gelu_backward_(grad, hidden, pre, sum_rows)
+    torch._C._nn.gelu(pre, approximate=approximate, out=hidden)
+    torch.ops.aten.gelu_backward.grad_input(grad, pre, approximate=approximate, grad_input=grad)
+    return grad.sum(0) if sum_rows else None
 
 
 class Mlp(nn.Module):
@@ -22,4 +47,12 @@ class Mlp(nn.Module):
         """GELU; without autograd it overwrites ``hidden`` (one large temporary fewer)."""
         if torch.is_grad_enabled() or not isinstance(self.act, nn.GELU):
             return self.act(hidden)
-        return torch.ops.aten.gelu_(hidden, approximate=self.act.approximate)
+        return gelu_into(hidden, hidden, self.act.approximate)
+
+    def hidden_into(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``out[:] = act(fc1(x))`` for x (n, C), out (n, hidden), without autograd: the exact GELU is applied by
+        the linear kernel to each output tile while it is in registers, where the kernel applies. Returns ``out``."""
+        exact_gelu = isinstance(self.act, nn.GELU) and self.act.approximate == "none"
+        if exact_gelu and native.linear_applies(out, x, self.fc1.weight, self.fc1.bias):
+            return native.linear_(out, x, self.fc1.weight, self.fc1.bias, gelu=True)
+        return self.activate(linear_into(out, x, self.fc1))

@@ -1,5 +1,6 @@
-"""swinkit's compiled CPU kernels, AVX2 + FMA, fp32: window attention (``swinkit/csrc/window_attention.cpp``)
-and linear layers (``swinkit/csrc/linear.cpp``), for inference and the autograd-free parts of training.
+"""swinkit's compiled CPU kernels, AVX2 + FMA, fp32: window attention (``swinkit/csrc/window_attention.cpp``),
+linear layers (``swinkit/csrc/linear.cpp``) and the MLP's GELU (``swinkit/csrc/gelu.cpp``), for inference and the
+autograd-free parts of training.
 
 Built into one library with ``torch.utils.cpp_extension`` the first time they are needed (about 30 seconds,
 once per torch version; a C++ compiler is needed) into ``$SWINKIT_CACHE`` (default ``~/.cache/swinkit``), then
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
-SOURCES = (CSRC / "window_attention.cpp", CSRC / "linear.cpp")
+SOURCES = (CSRC / "window_attention.cpp", CSRC / "linear.cpp", CSRC / "gelu.cpp")
 HEADERS = (CSRC / "avx2.h",)
 
 _lock = threading.Lock()
@@ -56,15 +57,37 @@ def _(grad_q: torch.Tensor, grad_k: torch.Tensor, grad_v: torch.Tensor, grad_out
 BACKWARD_OP = torch.ops.swinkit.window_attention_backward_
 
 torch.library.define("swinkit::linear_",
-                     "(Tensor(a!) out, Tensor x, Tensor weight, Tensor? bias, bool accumulate) -> ()")
+                     "(Tensor(a!) out, Tensor x, Tensor weight, Tensor? bias, bool accumulate, bool gelu=False) -> ()")
 
 
 @torch.library.register_fake("swinkit::linear_")
-def _(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, accumulate: bool) -> None:
+def _(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, accumulate: bool,
+      gelu: bool = False) -> None:
     return None
 
 
 LINEAR_OP = torch.ops.swinkit.linear_
+
+torch.library.define("swinkit::gelu_", "(Tensor(a!) out, Tensor x) -> ()")
+
+
+@torch.library.register_fake("swinkit::gelu_")
+def _(out: torch.Tensor, x: torch.Tensor) -> None:
+    return None
+
+
+GELU_OP = torch.ops.swinkit.gelu_
+
+torch.library.define("swinkit::gelu_backward_",
+                     "(Tensor(a!) grad, Tensor(b!) hidden, Tensor pre, bool sum_rows) -> Tensor")
+
+
+@torch.library.register_fake("swinkit::gelu_backward_")
+def _(grad: torch.Tensor, hidden: torch.Tensor, pre: torch.Tensor, sum_rows: bool) -> torch.Tensor:
+    return pre.new_empty(pre.shape[1] if sum_rows else 0)
+
+
+GELU_BACKWARD_OP = torch.ops.swinkit.gelu_backward_
 
 
 def cache_dir() -> Path:
@@ -128,15 +151,16 @@ def autograd_free(tensors: tuple[torch.Tensor, ...]) -> bool:
 
 
 def _takes(tensors: tuple[torch.Tensor, ...]) -> bool:
-    """What both kernels need: fp32 CPU tensors, no autograd through them (the kernels have no backward),
-    eager mode, and the library built (building it on the first call, so this is checked last)."""
+    """What the kernels need: fp32 CPU tensors, no autograd through them (the ops have no autograd formulas: the
+    autograd functions that use them call them from their forward and backward), eager mode, and the library
+    built (building it on the first call, so this is checked last)."""
     return (all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors) and autograd_free(tensors)
             and not torch.compiler.is_compiling() and available())
 
 
 def applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None) -> bool:
     """Whether :func:`window_attention` takes these: head dim a multiple of 8 with unit stride, k and v laid out
-    alike, and what both kernels need (:func:`_takes`)."""
+    alike, and what the kernels need (:func:`_takes`)."""
     return (q.shape[-1] % 8 == 0 and q.stride(-1) == 1 and k.stride(-1) == 1 and k.stride() == v.stride()
             and _takes((q, k, v) if bias is None else (q, k, v, bias)))
 
@@ -182,18 +206,45 @@ def _per_window(bias: torch.Tensor | None) -> torch.Tensor | None:
 
 def linear_applies(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
     """Whether :func:`linear_` takes these: matrices with unit stride along features, a contiguous weight (and
-    bias), no empty axis, and what both kernels need (:func:`_takes`)."""
+    bias), no empty axis, and what the kernels need (:func:`_takes`)."""
     return (x.dim() == 2 and out.dim() == 2 and x.stride(1) == 1 and out.stride(1) == 1 and weight.is_contiguous()
             and (bias is None or bias.is_contiguous()) and x.shape[0] > 0 and x.shape[1] > 0 and weight.shape[0] > 0
             and _takes((out, x, weight) if bias is None else (out, x, weight, bias)))
 
 
 def linear_(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-            accumulate: bool = False) -> torch.Tensor:
-    """``out[:] = x weight^T + bias`` (``out +=`` with ``accumulate``):
+            accumulate: bool = False, gelu: bool = False) -> torch.Tensor:
+    """``out[:] = x weight^T + bias`` (``out +=`` with ``accumulate``; ``out[:] = gelu(x weight^T + bias)``, the
+    exact GELU, with ``gelu``):
     x (n, C_in), weight (C_out, C_in), out (n, C_out), fp32 CPU (see :func:`linear_applies`). Returns ``out``.
     A dispatcher op (``torch.ops.swinkit.linear_``)."""
     if not available():
         raise RuntimeError("swinkit's CPU linear kernel is not available (see swinkit.layers.native)")
-    LINEAR_OP(out, x, weight, bias, accumulate)
+    LINEAR_OP(out, x, weight, bias, accumulate, gelu)
     return out
+
+
+def gelu_applies(*tensors: torch.Tensor) -> bool:
+    """Whether :func:`gelu_` and :func:`gelu_backward_` take these: contiguous, and what the kernels need
+    (:func:`_takes`)."""
+    return all(t.is_contiguous() for t in tensors) and _takes(tensors)
+
+
+def gelu_(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``out[:] = gelu(x)``, the exact (erf) GELU, elementwise (``out`` may be ``x``); fp32 CPU, contiguous
+    (see :func:`gelu_applies`). Returns ``out``. A dispatcher op (``torch.ops.swinkit.gelu_``)."""
+    if not available():
+        raise RuntimeError("swinkit's CPU GELU kernel is not available (see swinkit.layers.native)")
+    GELU_OP(out, x)
+    return out
+
+
+def gelu_backward_(grad: torch.Tensor, hidden: torch.Tensor, pre: torch.Tensor,
+                   sum_rows: bool = False) -> torch.Tensor | None:
+    """The GELU's backward pass in one sweep over pre (n, C): ``hidden[:] = gelu(pre)`` (the bits :func:`gelu_`
+    gives) and ``grad *= gelu'(pre)`` in place, grad and hidden (n, C); returns the new grad's column sums (C,)
+    with ``sum_rows``, else None. A dispatcher op (``torch.ops.swinkit.gelu_backward_``)."""
+    if not available():
+        raise RuntimeError("swinkit's CPU GELU kernel is not available (see swinkit.layers.native)")
+    sums = GELU_BACKWARD_OP(grad, hidden, pre, sum_rows)
+    return sums if sum_rows else None

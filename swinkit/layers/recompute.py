@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from swinkit.layers.mlp import Mlp
+from swinkit.layers.mlp import Mlp, gelu_backward_into, gelu_into
 from swinkit.layers.workspace import Workspace, affine_into, linear, scratch
 
 
@@ -93,8 +93,9 @@ class NormMlp(torch.autograd.Function):
 
     Saves x, the row statistics and, with ``keep_hidden``, the fc1 output (else backward computes
     fc1 again: one more matrix product for 4x fewer saved elements per token). The GELU output
-    (forward) and the recomputed GELU output, then the hidden gradient in its place (backward), live
-    in one ``workspace`` slot: on CPU a fresh hidden-sized tensor per call costs a page fault per 4 KiB.
+    (forward, and backward's recomputed one) and the hidden gradient live in ``workspace`` slots: on CPU a
+    fresh hidden-sized tensor per call costs a page fault per 4 KiB. Backward recomputes the GELU output
+    and takes the GELU's gradient and fc1's bias gradient in one sweep (:func:`gelu_backward_into`).
     """
 
     @staticmethod
@@ -111,8 +112,7 @@ class NormMlp(torch.autograd.Function):
             pre = affine_into(scratch(workspace, "mlp_pre", (rows.shape[0], fc1_weight.shape[0]), rows),
                                normed, fc1_weight, fc1_bias)
         del normed
-        hidden = torch._C._nn.gelu(pre, approximate=approximate,
-                                   out=scratch(workspace, "mlp_hidden", tuple(pre.shape), pre))
+        hidden = gelu_into(scratch(workspace, "mlp_hidden", tuple(pre.shape), pre), pre, approximate)
         out = F.linear(hidden, fc2_weight, fc2_bias)
         ctx.save_for_backward(x, mean, rstd, pre if keep_hidden else None, norm_weight, norm_bias, fc1_weight,
                               fc1_bias if not keep_hidden else None, fc2_weight)
@@ -134,19 +134,17 @@ class NormMlp(torch.autograd.Function):
                                       out=scratch(ctx.workspace, "mlp_normed", tuple(rows.shape), rows))
         if pre is None:  # fc1 again
             pre = affine_into(scratch(ctx.workspace, "mlp_pre", hidden_shape, rows), normed, fc1_weight, fc1_bias)
+        grad_fc1_weight = grad_fc2_weight = grad_fc2_bias = None
+        grad_hidden = torch.mm(grad_rows, fc2_weight, out=scratch(ctx.workspace, "mlp_grad_hidden", hidden_shape, pre))
         hidden = scratch(ctx.workspace, "mlp_hidden", hidden_shape, pre)
-        grad_fc1_weight = grad_fc1_bias = grad_fc2_weight = grad_fc2_bias = None
+        grad_fc1_bias = gelu_backward_into(grad_hidden, hidden, pre, ctx.approximate, ctx.has_bias[0] and needs[4])
+        del pre
         if needs[5]:
-            grad_fc2_weight = grad_rows.t().mm(torch._C._nn.gelu(pre, approximate=ctx.approximate, out=hidden))
+            grad_fc2_weight = grad_rows.t().mm(hidden)
         if ctx.has_bias[1] and needs[6]:
             grad_fc2_bias = grad_rows.sum(0)
-        grad_hidden = torch.mm(grad_rows, fc2_weight, out=hidden)  # the GELU output is no longer needed
-        torch.ops.aten.gelu_backward.grad_input(grad_hidden, pre, approximate=ctx.approximate, grad_input=grad_hidden)
-        del pre
         if needs[3]:
             grad_fc1_weight = grad_hidden.t().mm(normed)
-        if ctx.has_bias[0] and needs[4]:
-            grad_fc1_bias = grad_hidden.sum(0)
         del normed
         grad_normed = torch.mm(grad_hidden, fc1_weight,
                                out=scratch(ctx.workspace, "mlp_normed", tuple(rows.shape), rows))

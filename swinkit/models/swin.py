@@ -191,7 +191,7 @@ class SwinBlock(nn.Module):
         linear_add_(rows, attended.view(count, channels), self.attn.proj)
         del attended
         hidden = workspace.take("hidden", (count, self.mlp.fc1.out_features), rows)
-        linear_add_(rows, self.mlp.activate(linear_into(hidden, self.norm2(rows), self.mlp.fc1)), self.mlp.fc2)
+        linear_add_(rows, self.mlp.hidden_into(hidden, self.norm2(rows)), self.mlp.fc2)
 
 
 CHUNK_ELEMENTS = 4096 * 384  # MLP hidden elements per group of windows in inference (Swin-T stage 1: 4096 tokens)
