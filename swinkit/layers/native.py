@@ -1,6 +1,6 @@
 """swinkit's compiled CPU kernels, AVX2 + FMA, fp32: window attention (``swinkit/csrc/window_attention.cpp``),
-linear layers (``swinkit/csrc/linear.cpp``) and the MLP's GELU (``swinkit/csrc/gelu.cpp``), for inference and the
-autograd-free parts of training.
+linear layers (``swinkit/csrc/linear.cpp``), the MLP's GELU (``swinkit/csrc/gelu.cpp``) and Shunted's depthwise
+3x3 convolutions (``swinkit/csrc/depthwise.cpp``), for inference and the autograd-free parts of training.
 
 Built into one library with ``torch.utils.cpp_extension`` the first time they are needed (about 30 seconds,
 once per torch version; a C++ compiler is needed) into ``$SWINKIT_CACHE`` (default ``~/.cache/swinkit``), then
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
-SOURCES = (CSRC / "window_attention.cpp", CSRC / "linear.cpp", CSRC / "gelu.cpp")
+SOURCES = (CSRC / "window_attention.cpp", CSRC / "linear.cpp", CSRC / "gelu.cpp", CSRC / "depthwise.cpp")
 HEADERS = (CSRC / "avx2.h",)
 
 _lock = threading.Lock()
@@ -88,6 +88,18 @@ def _(grad: torch.Tensor, hidden: torch.Tensor, pre: torch.Tensor, sum_rows: boo
 
 
 GELU_BACKWARD_OP = torch.ops.swinkit.gelu_backward_
+
+torch.library.define("swinkit::depthwise_conv3x3_",
+                     "(Tensor(a!) out, Tensor x, Tensor weight, Tensor? bias, bool residual, bool gelu) -> ()")
+
+
+@torch.library.register_fake("swinkit::depthwise_conv3x3_")
+def _(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, residual: bool,
+      gelu: bool) -> None:
+    return None
+
+
+DEPTHWISE_OP = torch.ops.swinkit.depthwise_conv3x3_
 
 
 def cache_dir() -> Path:
@@ -248,3 +260,24 @@ def gelu_backward_(grad: torch.Tensor, hidden: torch.Tensor, pre: torch.Tensor,
         raise RuntimeError("swinkit's CPU GELU kernel is not available (see swinkit.layers.native)")
     sums = GELU_BACKWARD_OP(grad, hidden, pre, sum_rows)
     return sums if sum_rows else None
+
+
+def depthwise_applies(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> bool:
+    """Whether :func:`depthwise_conv3x3_` takes these: x and out contiguous (B, H, W, C) with C a multiple of 8, a
+    contiguous (C, 1, 3, 3) weight (and (C,) bias), and what the kernels need (:func:`_takes`)."""
+    return (x.dim() == 4 and x.shape[3] % 8 == 0 and x.is_contiguous() and out.is_contiguous()
+            and out.shape == x.shape and weight.shape == (x.shape[3], 1, 3, 3) and weight.is_contiguous()
+            and (bias is None or bias.is_contiguous())
+            and _takes((out, x, weight) if bias is None else (out, x, weight, bias)))
+
+
+def depthwise_conv3x3_(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                       residual: bool = False, gelu: bool = False) -> torch.Tensor:
+    """``out[:] = act(x + conv(x))`` for a depthwise 3x3 convolution (stride 1, zero padding 1) on channels-last
+    x (B, H, W, C): ``x +`` with ``residual``, act the exact GELU with ``gelu`` (else none); weight (C, 1, 3, 3),
+    bias (C,) or None; out (B, H, W, C), not x (see :func:`depthwise_applies`). Returns ``out``. A dispatcher op
+    (``torch.ops.swinkit.depthwise_conv3x3_``)."""
+    if not available():
+        raise RuntimeError("swinkit's CPU depthwise-convolution kernel is not available (see swinkit.layers.native)")
+    DEPTHWISE_OP(out, x, weight, bias, residual, gelu)
+    return out

@@ -25,7 +25,7 @@ from swinkit.layers import native
 from swinkit.layers.checks import check_input, has_forward_hooks
 from swinkit.layers.drop import DropPath, drop_path_rates
 from swinkit.layers.init import init_linear_and_norm
-from swinkit.layers.mlp import Mlp
+from swinkit.layers.mlp import Mlp, gelu_into
 from swinkit.layers.workspace import Workspace, linear, linear_add_, linear_into
 from swinkit.models.registry import register_model
 
@@ -99,6 +99,23 @@ def map_to_tokens(feature_map: torch.Tensor) -> torch.Tensor:
 def conv_on_tokens(conv: nn.Conv2d, tokens: torch.Tensor, grid: Grid) -> torch.Tensor:
     """Apply a same-size ``conv`` to (B, H*W, C) tokens laid out on ``grid``; returns (B, H*W, C')."""
     return map_to_tokens(conv(tokens_to_map(tokens, grid)))
+
+
+def depthwise_residual(conv: nn.Conv2d, tokens: torch.Tensor, grid: Grid, out: torch.Tensor | None = None,
+                       gelu: bool = False) -> torch.Tensor:
+    """``tokens + conv(tokens)`` for a depthwise 3x3 ``conv`` on (B, H*W, C) tokens laid out on ``grid``, through
+    the exact GELU with ``gelu``: one pass of swinkit's kernel, into ``out`` (B, H*W, C) when given, where it
+    applies (inference, fp32 CPU, C a multiple of 8, no hook on ``conv``: 1.7-2x PyTorch's convolution, addition
+    and GELU); else those three."""
+    if tokens.is_contiguous() and (out is None or out.is_contiguous()) and not has_forward_hooks(conv):
+        as_map = (tokens.shape[0], grid[0], grid[1], tokens.shape[2])
+        target = torch.empty_like(tokens) if out is None else out
+        if native.depthwise_applies(target.view(as_map), tokens.view(as_map), conv.weight, conv.bias):
+            native.depthwise_conv3x3_(target.view(as_map), tokens.view(as_map), conv.weight, conv.bias,
+                                      residual=True, gelu=gelu)
+            return target
+    mixed = conv_on_tokens(conv, tokens, grid).add_(tokens)
+    return gelu_into(mixed, mixed) if gelu else mixed
 
 
 def patch_linear(tokens: torch.Tensor, grid: Grid, conv: nn.Conv2d) -> tuple[torch.Tensor, Grid]:
@@ -236,16 +253,23 @@ class ShuntedMlp(Mlp):
         and ``add_to`` is returned."""
         batch, num_tokens, channels = x.shape
         accumulate = add_to is not None and workspace is not None
-        if accumulate:
-            hidden = linear_into(workspace.take("hidden", (batch * num_tokens, self.fc1.out_features), x),
-                                 x.reshape(-1, channels), self.fc1).view(batch, num_tokens, -1)
-        else:
-            hidden = self.fc1(x)
-        mixed = self.dwconv(hidden, grid).add_(hidden)
-        del hidden
         if not accumulate:
+            hidden = self.fc1(x)
+            mixed = self.dwconv(hidden, grid).add_(hidden)
+            del hidden
             return self.drop(self.fc2(self.drop(self.activate(mixed))))
-        return linear_add_(add_to.view(-1, add_to.shape[-1]), self.activate(mixed).reshape(batch * num_tokens, -1),
+        hidden_shape = (batch * num_tokens, self.fc1.out_features)
+        hidden = linear_into(workspace.take("hidden", hidden_shape, x), x.reshape(-1, channels),
+                             self.fc1).view(batch, num_tokens, -1)
+        exact_gelu = isinstance(self.act, nn.GELU) and self.act.approximate == "none"
+        if exact_gelu and not (has_forward_hooks(self.dwconv) or has_forward_hooks(self.act)):
+            # GELU(h + DWConv(h)) in one pass where the kernel applies
+            activated = depthwise_residual(self.dwconv.dwconv, hidden, grid,
+                                           workspace.take("mixed", hidden_shape, x).view(hidden.shape), gelu=True)
+        else:
+            activated = self.activate(self.dwconv(hidden, grid).add_(hidden))
+        del hidden
+        return linear_add_(add_to.view(-1, add_to.shape[-1]), activated.reshape(batch * num_tokens, -1),
                            self.fc2).view(add_to.shape)
 
 
@@ -298,7 +322,7 @@ class ShuntedAttention(nn.Module):
         aggregated by the strided conv ``reduce``."""
         reduced, grid = patch_linear(x, grid, reduce)
         k_tokens, v_tokens = split_linear(F.gelu(norm(reduced)), kv)
-        v_tokens = conv_on_tokens(local_conv, v_tokens, grid).add_(v_tokens)
+        v_tokens = depthwise_residual(local_conv, v_tokens, grid)
         return self._attend(q, k_tokens, v_tokens)
 
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
