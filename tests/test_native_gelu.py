@@ -59,6 +59,9 @@ def test_gelu_backward_matches_float64(rows, features):
     again = grad_out.clone()
     assert native.gelu_backward_(again, torch.empty_like(pre), pre) is None
     assert torch.equal(again, grad)
+    in_place, again = pre.clone(), grad_out.clone()  # the GELU output over fc1's output
+    native.gelu_backward_(again, in_place, in_place)
+    assert torch.equal(in_place, hidden) and torch.equal(again, grad)
 
 
 def test_gelu_backward_sums_are_the_same_for_any_thread_count():
@@ -117,6 +120,10 @@ def test_helpers_fall_back_to_pytorch_where_the_kernels_do_not_apply():
         torch.testing.assert_close(grad, expected)
         torch.testing.assert_close(hidden, F.gelu(pre, approximate=approximate))
         torch.testing.assert_close(sums, expected.sum(0))
+        in_place, grad = pre.clone(), grad_out.clone()
+        gelu_backward_into(grad, in_place, in_place, approximate)
+        torch.testing.assert_close(grad, expected)
+        torch.testing.assert_close(in_place, hidden)
 
 
 def kernels_off(monkeypatch) -> None:

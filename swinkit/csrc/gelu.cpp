@@ -55,7 +55,8 @@ void gelu_(at::Tensor& out, const at::Tensor& x) {
 }
 
 // pre (n, C): the fc1 output; grad (n, C): the gradient of the GELU output, overwritten with the gradient of pre
-// (grad * gelu'(pre)); hidden (n, C) receives gelu(pre) (the same bits as gelu_). Returns the column sums of the
+// (grad * gelu'(pre)); hidden (n, C) receives gelu(pre) (the same bits as gelu_; hidden may be pre: each vector
+// is read before it is written). Returns the column sums of the
 // new grad, (C,), with sum_rows, else an empty tensor.
 at::Tensor gelu_backward_(at::Tensor& grad, at::Tensor& hidden, const at::Tensor& pre, bool sum_rows) {
   TORCH_CHECK(pre.device().is_cpu() && pre.scalar_type() == at::kFloat && pre.dim() == 2 && pre.is_contiguous(),

@@ -21,12 +21,12 @@ def gelu_into(out: torch.Tensor, x: torch.Tensor, approximate: str = "none") -> 
 def gelu_backward_into(grad: torch.Tensor, hidden: torch.Tensor, pre: torch.Tensor, approximate: str = "none",
                        sum_rows: bool = False) -> torch.Tensor | None:
     """The GELU's backward pass for pre (n, C): ``hidden[:] = gelu(pre)`` and ``grad *= gelu'(pre)`` in place
-    (grad, hidden (n, C)); returns grad's column sums (C,) with ``sum_rows``, else None. One sweep on swinkit's
-    kernel where it applies, else PyTorch's three."""
+    (grad, hidden (n, C); hidden may be pre, which it then overwrites); returns grad's column sums (C,) with
+    ``sum_rows``, else None. One sweep on swinkit's kernel where it applies, else PyTorch's three."""
     if approximate == "none" and native.gelu_applies(grad, hidden, pre):
         return native.gelu_backward_(grad, hidden, pre, sum_rows)
-    torch._C._nn.gelu(pre, approximate=approximate, out=hidden)
     torch.ops.aten.gelu_backward.grad_input(grad, pre, approximate=approximate, grad_input=grad)
+    torch._C._nn.gelu(pre, approximate=approximate, out=hidden)
     return grad.sum(0) if sum_rows else None
 
 

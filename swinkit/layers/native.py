@@ -254,8 +254,8 @@ def gelu_(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def gelu_backward_(grad: torch.Tensor, hidden: torch.Tensor, pre: torch.Tensor,
                    sum_rows: bool = False) -> torch.Tensor | None:
     """The GELU's backward pass in one sweep over pre (n, C): ``hidden[:] = gelu(pre)`` (the bits :func:`gelu_`
-    gives) and ``grad *= gelu'(pre)`` in place, grad and hidden (n, C); returns the new grad's column sums (C,)
-    with ``sum_rows``, else None. A dispatcher op (``torch.ops.swinkit.gelu_backward_``)."""
+    gives; hidden may be pre) and ``grad *= gelu'(pre)`` in place, grad and hidden (n, C); returns the new grad's
+    column sums (C,) with ``sum_rows``, else None. A dispatcher op (``torch.ops.swinkit.gelu_backward_``)."""
     if not available():
         raise RuntimeError("swinkit's CPU GELU kernel is not available (see swinkit.layers.native)")
     sums = GELU_BACKWARD_OP(grad, hidden, pre, sum_rows)

@@ -95,7 +95,8 @@ class NormMlp(torch.autograd.Function):
     fc1 again: one more matrix product for 4x fewer saved elements per token). The GELU output
     (forward, and backward's recomputed one) and the hidden gradient live in ``workspace`` slots: on CPU a
     fresh hidden-sized tensor per call costs a page fault per 4 KiB. Backward recomputes the GELU output
-    and takes the GELU's gradient and fc1's bias gradient in one sweep (:func:`gelu_backward_into`).
+    and takes the GELU's gradient and fc1's bias gradient in one sweep (:func:`gelu_backward_into`), in no more
+    hidden-sized memory than fc1's output, the GELU output and the hidden gradient.
     """
 
     @staticmethod
@@ -132,11 +133,16 @@ class NormMlp(torch.autograd.Function):
         if pre is None or needs[3]:
             normed = layer_norm_again(rows, mean, rstd, norm_weight, norm_bias,
                                       out=scratch(ctx.workspace, "mlp_normed", tuple(rows.shape), rows))
-        if pre is None:  # fc1 again
+        # three hidden-sized tensors, two of them slots: fc1's output computed again in "mlp_pre" gets the GELU
+        # output in its place (the hidden gradient in "mlp_hidden"); a saved one is left alone (the GELU output in
+        # "mlp_hidden", the hidden gradient in "mlp_pre", a slot the blocks that compute fc1 again have grown)
+        if pre is None:
             pre = affine_into(scratch(ctx.workspace, "mlp_pre", hidden_shape, rows), normed, fc1_weight, fc1_bias)
+            hidden, grad_slot = pre, "mlp_hidden"
+        else:
+            hidden, grad_slot = scratch(ctx.workspace, "mlp_hidden", hidden_shape, pre), "mlp_pre"
         grad_fc1_weight = grad_fc2_weight = grad_fc2_bias = None
-        grad_hidden = torch.mm(grad_rows, fc2_weight, out=scratch(ctx.workspace, "mlp_grad_hidden", hidden_shape, pre))
-        hidden = scratch(ctx.workspace, "mlp_hidden", hidden_shape, pre)
+        grad_hidden = torch.mm(grad_rows, fc2_weight, out=scratch(ctx.workspace, grad_slot, hidden_shape, pre))
         grad_fc1_bias = gelu_backward_into(grad_hidden, hidden, pre, ctx.approximate, ctx.has_bias[0] and needs[4])
         del pre
         if needs[5]:
