@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import swinkit
 from swinkit.layers import native
 from swinkit.layers.merging import PatchMerging
-from swinkit.layers.workspace import affine_into, linear, linear_add_
+from swinkit.layers.mlp import Mlp
+from swinkit.layers.workspace import affine_into, linear, linear_add_, norm_linear_into
 
 
 def float64_linear(x, weight, bias):
@@ -147,9 +149,9 @@ def count_linear_calls(monkeypatch) -> list:
     calls = []
     real = native.linear_
 
-    def spy(out, x, weight, bias, accumulate=False, gelu=False):
+    def spy(out, x, weight, bias, accumulate=False, gelu=False, norm=None):
         calls.append(accumulate)
-        return real(out, x, weight, bias, accumulate, gelu)
+        return real(out, x, weight, bias, accumulate, gelu, norm)
 
     monkeypatch.setattr(native, "linear_", spy)
     return calls
@@ -192,3 +194,59 @@ def test_stage_leaves_its_input_alone_when_tokens_are_already_in_window_order():
     torch.testing.assert_close(x, before, rtol=0, atol=0)
     torch.testing.assert_close(first, second, rtol=0, atol=0)
     assert first.data_ptr() != second.data_ptr()  # not a workspace buffer handed out twice
+
+
+@pytest.mark.parametrize("rows,inputs,outputs", [(1, 96, 288), (7, 5, 17), (49, 300, 40), (600, 192, 96)])
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_on_the_way_in_matches_float64(rows, inputs, outputs, affine):
+    """The kernel's LayerNorm of x's rows as it packs them (row blocks or output-channel groups, input blocks
+    of 256, inputs not a multiple of 8), with and without the norm's affine parameters."""
+    generator = torch.Generator().manual_seed(rows + inputs + outputs)
+    norm = torch.nn.LayerNorm(inputs, eps=1e-6, elementwise_affine=affine)
+    if affine:
+        with torch.no_grad():
+            norm.weight.copy_(torch.randn(inputs, generator=generator))
+            norm.bias.copy_(torch.randn(inputs, generator=generator))
+    x = torch.randn(rows, inputs, generator=generator) * 3 + 1
+    weight = torch.randn(outputs, inputs, generator=generator)
+    bias = torch.randn(outputs, generator=generator)
+    with torch.no_grad():
+        normed = norm(x)
+        out = native.linear_(torch.full((rows, outputs), float("nan")), x, weight, bias, norm=norm)
+        gelu = native.linear_(torch.empty(rows, outputs), x, weight, bias, gelu=True, norm=norm)
+    reference = F.layer_norm(x.double(), (inputs,), None if not affine else norm.weight.double(),
+                             None if not affine else norm.bias.double(), 1e-6)
+    assert_fp32_close(out, float64_linear(reference, weight, bias), normed, weight)
+    assert torch.equal(gelu, native.gelu_(out, out))
+
+
+def test_norm_linear_into_and_hidden_into_fall_back_to_the_modules(monkeypatch):
+    calls = count_linear_calls(monkeypatch)
+    mlp = Mlp(16, 64)
+    norm = torch.nn.LayerNorm(16)
+    x = torch.randn(10, 16)
+    with torch.no_grad():
+        expected, expected_hidden = mlp.fc1(norm(x)), F.gelu(mlp.fc1(norm(x)))
+        fused = norm_linear_into(torch.empty(10, 64), x, norm, mlp.fc1)
+        fused_hidden = mlp.hidden_into(torch.empty(10, 64), x, norm)
+        seen = []
+        norm.register_forward_hook(lambda *args: seen.append(True))  # a hooked norm runs as a module
+        hooked = norm_linear_into(torch.empty(10, 64), x, norm, mlp.fc1)
+        hooked_hidden = mlp.hidden_into(torch.empty(10, 64), x, norm)
+    assert seen == [True, True] and len(calls) == 4
+    for ours, theirs in ((fused, expected), (hooked, expected), (fused_hidden, expected_hidden),
+                         (hooked_hidden, expected_hidden)):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    assert not native.norm_applies(torch.nn.LayerNorm(8), x)  # over other features
+    assert not native.norm_applies(torch.nn.LayerNorm(16), x)  # its parameters need gradients (grad mode on)
+    with torch.no_grad():
+        assert not native.norm_applies(torch.nn.LayerNorm(16).double(), x)
+        assert not native.norm_applies(torch.nn.BatchNorm1d(16), x)
+
+
+def test_norm_parameters_are_checked():
+    x, weight, out = torch.randn(4, 8), torch.randn(16, 8), torch.empty(4, 16)
+    with pytest.raises(RuntimeError, match=r"norm_weight must be a contiguous float32 \(8,\)"):
+        native.LINEAR_OP(out, x, weight, None, False, False, True, torch.randn(7), None, 1e-5)
+    with pytest.raises(RuntimeError, match=r"norm_bias must be a contiguous float32 \(8,\)"):
+        native.LINEAR_OP(out, x, weight, None, False, False, True, None, torch.randn(8).double(), 1e-5)

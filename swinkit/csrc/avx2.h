@@ -1,4 +1,4 @@
-// AVX2 + FMA helpers shared by swinkit's CPU kernels (window_attention.cpp, linear.cpp, gelu.cpp).
+// AVX2 + FMA helpers shared by swinkit's CPU kernels (window_attention.cpp, linear.cpp, gelu.cpp, depthwise.cpp).
 #pragma once
 
 #include <immintrin.h>
@@ -6,6 +6,13 @@
 #include <cstdint>
 
 namespace swinkit {
+
+// the sum of a vector's eight lanes
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)));
+}
 
 // exp(x) for x <= 0; exactly 0 below -87.3 (and for -inf), ~1 ulp elsewhere (Cephes polynomial)
 inline __m256 exp_nonpositive(__m256 x) {

@@ -1,5 +1,6 @@
 // Linear layers on the CPU (AVX2 + FMA, fp32): out = x W^T + b, out = gelu(x W^T + b) (the MLP's fc1), or
-// out += x W^T + b in place, for the token-major activations of swinkit's inference paths. Six rows of x times sixteen output channels
+// out += x W^T + b in place, for the token-major activations of swinkit's inference paths; x optionally
+// layer-normalised on the way in (the Swin blocks' norm1 -> qkv and norm2 -> fc1). Six rows of x times sixteen output channels
 // per register tile (12 accumulators), W packed sixteen channels at a time and x six rows at a time into
 // cache-sized blocks, the bias, the GELU and the accumulation applied in registers. Work is split over output
 // channels when rows are few (batch-1 late stages, where a general GEMM loses most) and over row blocks
@@ -10,7 +11,9 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <tuple>
 #include <vector>
 
 #include "avx2.h"
@@ -42,13 +45,61 @@ inline void pack_weight(const float* w, int64_t ldw, int64_t cols, int64_t kc, f
     for (int64_t j = 0; j < NR; ++j) panel[k * NR + j] = j < cols ? w[j * ldw + k] : 0.f;
 }
 
-// x rows [0, rows) x inputs [0, kc) -> block[k * MR + r], zero for r >= rows (block has 2 floats of slack)
-inline void pack_rows(const float* x, int64_t ldx, int64_t rows, int64_t kc, float* block) {
+// LayerNorm of x's rows on the way into the product: per row mean and 1 / sqrt(var + eps) (row_mean, row_rstd,
+// indexed by row), the affine weight and bias (indexed by input, null for none) from the current input block on
+struct RowNorm {
+  const float* row_mean = nullptr;
+  const float* row_rstd = nullptr;
+  const float* weight = nullptr;
+  const float* bias = nullptr;
+
+  float apply(float x, int64_t r, int64_t k) const {
+    float y = (x - row_mean[r]) * row_rstd[r];
+    if (weight != nullptr) y *= weight[k];
+    return bias != nullptr ? y + bias[k] : y;
+  }
+  __m256 apply(__m256 x, int64_t r, int64_t k) const {
+    __m256 y = _mm256_mul_ps(_mm256_sub_ps(x, _mm256_set1_ps(row_mean[r])), _mm256_set1_ps(row_rstd[r]));
+    if (weight != nullptr) y = _mm256_mul_ps(y, _mm256_loadu_ps(weight + k));
+    return bias != nullptr ? _mm256_add_ps(y, _mm256_loadu_ps(bias + k)) : y;
+  }
+};
+
+// mean and 1 / sqrt(var + eps) of each of `rows` rows of K floats (ldx apart), two passes over each row
+inline void row_statistics(const float* x, int64_t ldx, int64_t rows, int64_t K, float eps, float* mean,
+                           float* rstd) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* row = x + r * ldx;
+    __m256 sum = _mm256_setzero_ps();
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) sum = _mm256_add_ps(sum, _mm256_loadu_ps(row + k));
+    float total = swinkit::hsum(sum);
+    for (; k < K; ++k) total += row[k];
+    const float mu = total / static_cast<float>(K);
+    __m256 squares = _mm256_setzero_ps();
+    const __m256 vmu = _mm256_set1_ps(mu);
+    for (k = 0; k + 8 <= K; k += 8) {
+      const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(row + k), vmu);
+      squares = _mm256_fmadd_ps(d, d, squares);
+    }
+    float variance = swinkit::hsum(squares);
+    for (; k < K; ++k) variance += (row[k] - mu) * (row[k] - mu);
+    mean[r] = mu;
+    rstd[r] = 1.f / std::sqrt(variance / static_cast<float>(K) + eps);
+  }
+}
+
+// x rows [0, rows) x inputs [0, kc) -> block[k * MR + r], zero for r >= rows (block has 2 floats of slack),
+// layer-normalised with `norm` (rows from 0, inputs from 0 here) where it is given
+inline void pack_rows(const float* x, int64_t ldx, int64_t rows, int64_t kc, float* block, const RowNorm* norm) {
   int64_t k = 0;
   if (rows == MR) {
     alignas(32) float tile[8 * 8];
     for (; k + 8 <= kc; k += 8) {
-      for (int64_t r = 0; r < MR; ++r) _mm256_store_ps(tile + r * 8, _mm256_loadu_ps(x + r * ldx + k));
+      for (int64_t r = 0; r < MR; ++r) {
+        const __m256 v = _mm256_loadu_ps(x + r * ldx + k);
+        _mm256_store_ps(tile + r * 8, norm != nullptr ? norm->apply(v, r, k) : v);
+      }
       _mm256_store_ps(tile + 48, _mm256_setzero_ps());
       _mm256_store_ps(tile + 56, _mm256_setzero_ps());
       transpose8(tile, 8, tile, 8);  // in place: every row is loaded before any is stored
@@ -56,7 +107,8 @@ inline void pack_rows(const float* x, int64_t ldx, int64_t rows, int64_t kc, flo
     }
   }
   for (; k < kc; ++k)
-    for (int64_t r = 0; r < MR; ++r) block[k * MR + r] = r < rows ? x[r * ldx + k] : 0.f;
+    for (int64_t r = 0; r < MR; ++r)
+      block[k * MR + r] = r >= rows ? 0.f : norm != nullptr ? norm->apply(x[r * ldx + k], r, k) : x[r * ldx + k];
 }
 
 // R rows x NR channels: c[r * ldc + j] = init + sum_k block[k * MR + r] * panel[k * NR + j], through the GELU
@@ -106,10 +158,12 @@ inline void tile_rows(int64_t rows, const float* block, const float* panel, int6
 }  // namespace
 
 // out (M, N) = x (M, K) W^T (W: (N, K)) + bias, plus out itself with `accumulate`, through the exact GELU with
-// `gelu` (not with `accumulate`). fp32 CPU, unit stride along the last axis of each; W contiguous; out must not
-// overlap x or W.
+// `gelu` (not with `accumulate`); with `norm`, x's rows layer-normalised first (over K, norm_eps, the affine
+// norm_weight and norm_bias (K,) where given). fp32 CPU, unit stride along the last axis of each; W contiguous;
+// out must not overlap x or W.
 void linear_(at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, const std::optional<at::Tensor>& bias,
-             bool accumulate, bool gelu) {
+             bool accumulate, bool gelu, bool norm, const std::optional<at::Tensor>& norm_weight,
+             const std::optional<at::Tensor>& norm_bias, double norm_eps) {
   TORCH_CHECK(!(accumulate && gelu), "linear_: gelu applies to the product itself, not to an accumulated sum");
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && x.dim() == 2 && x.stride(1) == 1,
               "linear_: x must be a float32 CPU (rows, in_features) tensor with unit stride along in_features, got ",
@@ -130,6 +184,16 @@ void linear_(at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, con
     b = bias->data_ptr<float>();
   }
   const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
+  const float* norm_w = nullptr;
+  const float* norm_b = nullptr;
+  for (const auto& [given, name, data] : {std::tuple{&norm_weight, "norm_weight", &norm_w},
+                                          std::tuple{&norm_bias, "norm_bias", &norm_b}}) {
+    if (!norm || !given->has_value()) continue;
+    const at::Tensor& t = **given;
+    TORCH_CHECK(t.scalar_type() == at::kFloat && t.dim() == 1 && t.size(0) == K && t.is_contiguous(), "linear_: ",
+                name, " must be a contiguous float32 (", K, ",) tensor, got ", t.scalar_type(), " ", t.sizes());
+    *data = t.data_ptr<float>();
+  }
   if (M == 0 || N == 0) return;
   TORCH_CHECK(K > 0, "linear_: in_features must be positive");
   const float* xd = x.data_ptr<float>();
@@ -152,16 +216,28 @@ void linear_(at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, con
     alignas(64) float panel[KC * NR];
     alignas(64) float edge[MR * NR];  // the last panel's tiles when N is not a multiple of NR
     alignas(64) float edge_bias[NR];
+    static thread_local std::vector<float> statistics;  // the row block's means, then its 1 / sqrt(var + eps)
     for (int64_t task = begin; task < end; ++task) {
       const int64_t m0 = task / groups * block_rows, m1 = std::min(M, m0 + block_rows);
       const int64_t p0 = task % groups * group_panels, p1 = std::min(panels, p0 + group_panels);
+      RowNorm row_norm;
+      if (norm) {
+        statistics.resize(std::max<size_t>(statistics.size(), 2 * block_rows));
+        row_statistics(xd + m0 * ldx, ldx, m1 - m0, K, static_cast<float>(norm_eps), statistics.data(),
+                       statistics.data() + block_rows);
+      }
       for (int64_t k0 = 0; k0 < K; k0 += KC) {
         const int64_t kc = std::min(KC, K - k0);
         const Init init = k0 > 0 ? Init::Out : accumulate ? Init::OutAndBias : Init::Bias;
         const float* bias_k = k0 == 0 ? b : nullptr;
         const bool gelu_k = gelu && k0 + kc == K;
-        for (int64_t m = m0; m < m1; m += MR)
-          pack_rows(xd + m * ldx + k0, ldx, std::min(MR, m1 - m), kc, packed_rows.data() + (m - m0) * kc);
+        for (int64_t m = m0; m < m1; m += MR) {
+          if (norm)
+            row_norm = {statistics.data() + (m - m0), statistics.data() + block_rows + (m - m0),
+                        norm_w != nullptr ? norm_w + k0 : nullptr, norm_b != nullptr ? norm_b + k0 : nullptr};
+          pack_rows(xd + m * ldx + k0, ldx, std::min(MR, m1 - m), kc, packed_rows.data() + (m - m0) * kc,
+                    norm ? &row_norm : nullptr);
+        }
         for (int64_t p = p0; p < p1; ++p) {
           const int64_t n0 = p * NR, cols = std::min(NR, N - n0);
           const float* next = p + 1 < p1 && N - n0 >= 2 * NR ? wd + (n0 + NR) * K + k0 : nullptr;

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from swinkit.layers import native
-from swinkit.layers.workspace import linear_into
+from swinkit.layers.workspace import fusable_norm, linear_into, norm_linear_into
 
 
 def gelu_into(out: torch.Tensor, x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
@@ -49,10 +49,13 @@ class Mlp(nn.Module):
             return self.act(hidden)
         return gelu_into(hidden, hidden, self.act.approximate)
 
-    def hidden_into(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``out[:] = act(fc1(x))`` for x (n, C), out (n, hidden), without autograd: the exact GELU is applied by
-        the linear kernel to each output tile while it is in registers, where the kernel applies. Returns ``out``."""
+    def hidden_into(self, out: torch.Tensor, x: torch.Tensor, norm: nn.Module | None = None) -> torch.Tensor:
+        """``out[:] = act(fc1(norm(x)))`` (``norm`` None: x itself) for x (n, C), out (n, hidden), without autograd:
+        where the linear kernel applies, it normalises x's rows as it packs them and applies the exact GELU to each
+        output tile while it is in registers. Returns ``out``."""
+        fc1 = self.fc1
         exact_gelu = isinstance(self.act, nn.GELU) and self.act.approximate == "none"
-        if exact_gelu and native.linear_applies(out, x, self.fc1.weight, self.fc1.bias):
-            return native.linear_(out, x, self.fc1.weight, self.fc1.bias, gelu=True)
-        return self.activate(linear_into(out, x, self.fc1))
+        if (exact_gelu and native.linear_applies(out, x, fc1.weight, fc1.bias)
+                and (norm is None or fusable_norm(norm, x))):
+            return native.linear_(out, x, fc1.weight, fc1.bias, gelu=True, norm=norm)
+        return self.activate(linear_into(out, x, fc1) if norm is None else norm_linear_into(out, x, norm, fc1))

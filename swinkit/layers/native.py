@@ -19,6 +19,7 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 SOURCES = (CSRC / "window_attention.cpp", CSRC / "linear.cpp", CSRC / "gelu.cpp", CSRC / "depthwise.cpp")
@@ -57,12 +58,14 @@ def _(grad_q: torch.Tensor, grad_k: torch.Tensor, grad_v: torch.Tensor, grad_out
 BACKWARD_OP = torch.ops.swinkit.window_attention_backward_
 
 torch.library.define("swinkit::linear_",
-                     "(Tensor(a!) out, Tensor x, Tensor weight, Tensor? bias, bool accumulate, bool gelu=False) -> ()")
+                     "(Tensor(a!) out, Tensor x, Tensor weight, Tensor? bias, bool accumulate, bool gelu=False, "
+                     "bool norm=False, Tensor? norm_weight=None, Tensor? norm_bias=None, float norm_eps=1e-5) -> ()")
 
 
 @torch.library.register_fake("swinkit::linear_")
 def _(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, accumulate: bool,
-      gelu: bool = False) -> None:
+      gelu: bool = False, norm: bool = False, norm_weight: torch.Tensor | None = None,
+      norm_bias: torch.Tensor | None = None, norm_eps: float = 1e-5) -> None:
     return None
 
 
@@ -225,15 +228,28 @@ def linear_applies(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bia
 
 
 def linear_(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
-            accumulate: bool = False, gelu: bool = False) -> torch.Tensor:
+            accumulate: bool = False, gelu: bool = False, norm: nn.LayerNorm | None = None) -> torch.Tensor:
     """``out[:] = x weight^T + bias`` (``out +=`` with ``accumulate``; ``out[:] = gelu(x weight^T + bias)``, the
-    exact GELU, with ``gelu``):
+    exact GELU, with ``gelu``; x replaced by ``norm(x)`` for a LayerNorm over x's features, see
+    :func:`norm_applies`):
     x (n, C_in), weight (C_out, C_in), out (n, C_out), fp32 CPU (see :func:`linear_applies`). Returns ``out``.
     A dispatcher op (``torch.ops.swinkit.linear_``)."""
     if not available():
         raise RuntimeError("swinkit's CPU linear kernel is not available (see swinkit.layers.native)")
-    LINEAR_OP(out, x, weight, bias, accumulate, gelu)
+    if norm is None:
+        LINEAR_OP(out, x, weight, bias, accumulate, gelu)
+    else:
+        LINEAR_OP(out, x, weight, bias, accumulate, gelu, True, norm.weight, norm.bias, norm.eps)
     return out
+
+
+def norm_applies(norm: nn.Module, x: torch.Tensor) -> bool:
+    """Whether :func:`linear_` can normalise x (n, C) with ``norm`` on the way in: an ``nn.LayerNorm`` over C whose
+    affine parameters (if any) are contiguous fp32 and need no gradient."""
+    return (isinstance(norm, nn.LayerNorm) and norm.normalized_shape == (x.shape[-1],)
+            and all(p is None or (p.device.type == "cpu" and p.dtype == torch.float32 and p.is_contiguous())
+                    for p in (norm.weight, norm.bias))
+            and autograd_free(tuple(p for p in (norm.weight, norm.bias) if p is not None)))
 
 
 def gelu_applies(*tensors: torch.Tensor) -> bool:

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from swinkit.layers import native
+from swinkit.layers.checks import has_forward_hooks
 
 
 class Workspace:
@@ -66,6 +67,21 @@ def scratch(workspace: Workspace | None, slot: str, shape: tuple[int, ...], like
 def linear_into(out: torch.Tensor, x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     """``out[:] = linear(x)`` for x (n, C_in), out (n, C_out). Returns ``out``."""
     return affine_into(out, x, linear.weight, linear.bias)
+
+
+def fusable_norm(norm: nn.Module, x: torch.Tensor) -> bool:
+    """Whether the linear kernel may apply ``norm`` to x (n, C) as it packs x's rows (:func:`native.norm_applies`)
+    in place of a call to the module: no hook watches it."""
+    return native.norm_applies(norm, x) and not has_forward_hooks(norm)
+
+
+def norm_linear_into(out: torch.Tensor, x: torch.Tensor, norm: nn.Module, linear: nn.Linear) -> torch.Tensor:
+    """``out[:] = linear(norm(x))`` for x (n, C), out (n, C_out): the LayerNorm applied by the linear kernel as it
+    packs x's rows (no normalised copy of x) where both apply (:func:`fusable_norm`); else ``norm`` as a module,
+    then the product. Returns ``out``."""
+    if native.linear_applies(out, x, linear.weight, linear.bias) and fusable_norm(norm, x):
+        return native.linear_(out, x, linear.weight, linear.bias, norm=norm)
+    return linear_into(out, norm(x), linear)
 
 
 def affine_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -24,7 +24,7 @@ from swinkit.layers.mlp import Mlp
 from swinkit.layers.patch_embed import PatchEmbed
 from swinkit.layers.recompute import autocast_dtype, autocast_enabled, norm_mlp
 from swinkit.layers.window_attention import WindowAttention, window_groups, windows_of, windows_per_sample
-from swinkit.layers.workspace import Workspace, linear_add_, linear_into
+from swinkit.layers.workspace import Workspace, linear_add_, norm_linear_into
 from swinkit.layers.windows import (gather_tokens, layout_change, padded_size, shifted_window_mask,
                                     window_partition, window_reverse)
 from swinkit.models.registry import register_model
@@ -185,13 +185,13 @@ class SwinBlock(nn.Module):
     def _infer_rows(self, rows: torch.Tensor, attn_bias: torch.Tensor, tokens: int, workspace: Workspace) -> None:
         """Inference on rows (n, C) holding whole windows: both residuals are added into ``rows``."""
         count, channels = rows.shape
-        # chunk-sized LayerNorm outputs are reused by the allocator itself (PyTorch has no real out= LayerNorm)
-        qkv = linear_into(workspace.take("qkv", (count, 3 * channels), rows), self.norm1(rows), self.attn.qkv)
+        # the LayerNorms applied by the products as they read the rows (see norm_linear_into)
+        qkv = norm_linear_into(workspace.take("qkv", (count, 3 * channels), rows), rows, self.norm1, self.attn.qkv)
         attended = self.attn.attend_qkv(qkv.view(-1, tokens, 3 * channels), attn_bias, workspace)
         linear_add_(rows, attended.view(count, channels), self.attn.proj)
         del attended
         hidden = workspace.take("hidden", (count, self.mlp.fc1.out_features), rows)
-        linear_add_(rows, self.mlp.hidden_into(hidden, self.norm2(rows)), self.mlp.fc2)
+        linear_add_(rows, self.mlp.hidden_into(hidden, rows, self.norm2), self.mlp.fc2)
 
 
 CHUNK_ELEMENTS = 4096 * 384  # MLP hidden elements per group of windows in inference (Swin-T stage 1: 4096 tokens)
