@@ -1,7 +1,8 @@
 // Depthwise 3x3 convolution (stride 1, zero padding 1) on channels-last maps on the CPU (AVX2 + FMA, fp32), with
 // the input added back (x + conv(x)) and the exact GELU applied on request, in one pass: Shunted's MLP
-// (GELU(h + DWConv(h))) and its local enhancement of v (v + DWConv(v)). Eight channels per vector, the nine taps
-// of a channel block in registers across a row. Built on first use by swinkit/layers/native.py.
+// (GELU(h + DWConv(h))) and its local enhancement of v (v + DWConv(v)). Pixel by pixel along each output row, all
+// channels of a pixel in blocks of four vectors of eight (contiguous reads; a channel block walked along the row
+// instead reads C floats apart and thrashes L1). Built on first use by swinkit/layers/native.py.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
