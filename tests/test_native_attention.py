@@ -99,7 +99,7 @@ def test_kernel_rejects_what_it_cannot_take():
 
 @pytest.mark.parametrize("windows,heads,tokens,head_dim,bias_windows,grad_windows", [
     (8, 3, 49, 32, 4, 4), (8, 3, 49, 32, 4, 1), (6, 2, 13, 16, 1, 1), (4, 1, 8, 8, 2, 2), (3, 2, 98, 64, 0, 0),
-    (2, 1, 196, 32, 1, 0), (5, 2, 1, 8, 5, 5)])
+    (2, 1, 196, 32, 1, 0), (5, 2, 1, 8, 5, 5), (1, 1, 9, 8, 1, 1)])  # the last: one thread's accumulator only
 def test_backward_matches_float64_autograd(windows, heads, tokens, head_dim, bias_windows, grad_windows):
     generator = torch.Generator().manual_seed(tokens + 1000 * bias_windows + grad_windows)
     qkv = torch.randn(windows, tokens, 3 * heads * head_dim, generator=generator)

@@ -404,9 +404,11 @@ at::Tensor window_attention_backward_(at::Tensor& grad_q, at::Tensor& grad_k, at
               "window_attention_backward_: grad_bias_windows must divide ", windows, ", got ", grad_bias_windows);
   const int64_t threads = at::get_num_threads();
   const int64_t slice = heads * tokens * tokens;  // one window's bias gradient
-  // one bias-gradient accumulator per thread (windows sharing a bias run on any thread), summed at the end
-  at::Tensor partial = at::zeros({grad_bias_windows > 0 ? threads : 0, grad_bias_windows, heads, tokens, tokens},
+  // one bias-gradient accumulator per thread (windows sharing a bias run on any thread), zeroed by its thread
+  // (in parallel, in cache right before use) and summed at the end
+  at::Tensor partial = at::empty({grad_bias_windows > 0 ? threads : 0, grad_bias_windows, heads, tokens, tokens},
                                  q.options());
+  std::vector<char> used(grad_bias_windows > 0 ? threads : 0, 0);  // written by each thread for itself only
   if (windows * heads * tokens > 0) {
     const float* q_data = q.data_ptr<float>();
     const float* k_data = k.data_ptr<float>();
@@ -418,8 +420,13 @@ at::Tensor window_attention_backward_(at::Tensor& grad_q, at::Tensor& grad_k, at
     float* partial_data = grad_bias_windows > 0 ? partial.data_ptr<float>() : nullptr;
     at::parallel_for(0, windows * heads, 1, [&](int64_t begin, int64_t end) {
       std::vector<float> scratch(backward_scratch_floats(tokens, head_dim));
-      float* own = partial_data == nullptr ? nullptr
-                                           : partial_data + at::get_thread_num() * grad_bias_windows * slice;
+      float* own = nullptr;
+      if (partial_data != nullptr) {
+        const int thread = at::get_thread_num();
+        own = partial_data + thread * grad_bias_windows * slice;
+        if (!used[thread]) std::fill(own, own + grad_bias_windows * slice, 0.f);
+        used[thread] = 1;
+      }
       for (int64_t pair = begin; pair < end; ++pair) {
         const int64_t w = pair / heads, h = pair % heads;
         const int64_t kv = w * k.stride(0) + h * k.stride(1), g = w * grad_q.stride(0) + h * grad_q.stride(1);
@@ -432,7 +439,14 @@ at::Tensor window_attention_backward_(at::Tensor& grad_q, at::Tensor& grad_k, at
       }
     });
   }
-  return grad_bias_windows > 0 ? partial.sum(0) : partial.view({0, heads, tokens, tokens});
+  if (grad_bias_windows == 0) return partial.view({0, heads, tokens, tokens});
+  at::Tensor total;  // the first used accumulator, the others added into it in thread order
+  for (int64_t thread = 0; thread < threads; ++thread) {
+    if (!used[thread]) continue;
+    if (total.defined()) total.add_(partial.select(0, thread));
+    else total = partial.select(0, thread);
+  }
+  return total.defined() ? total : at::zeros({grad_bias_windows, heads, tokens, tokens}, q.options());
 }
 
 // the CPU implementations of the ops swinkit/layers/native.py declares (schemas and shape functions there)
