@@ -127,10 +127,15 @@ def test_helpers_fall_back_to_pytorch_where_the_kernels_do_not_apply():
 
 
 def kernels_off(monkeypatch) -> None:
+    """The GELU kernels off: PyTorch's GELU, also after the linear kernel's products."""
     monkeypatch.setattr(native, "gelu_applies", lambda *tensors: False)
     real = native.linear_
-    monkeypatch.setattr(native, "linear_", lambda *args, gelu=False, **kwargs: (
-        mlp_module.gelu_into(*[real(*args, **kwargs)] * 2) if gelu else real(*args, **kwargs)))
+
+    def linear_then_pytorch_gelu(*args, gelu=False, **kwargs):
+        out = real(*args, **kwargs)
+        return mlp_module.gelu_into(out, out) if gelu else out
+
+    monkeypatch.setattr(native, "linear_", linear_then_pytorch_gelu)
 
 
 def test_mlp_inference_paths_match_the_kernels_off(monkeypatch):

@@ -13,7 +13,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <tuple>
 #include <vector>
 
 #include "avx2.h"
@@ -184,16 +183,16 @@ void linear_(at::Tensor& out, const at::Tensor& x, const at::Tensor& weight, con
     b = bias->data_ptr<float>();
   }
   const int64_t M = x.size(0), K = x.size(1), N = weight.size(0);
-  const float* norm_w = nullptr;
-  const float* norm_b = nullptr;
-  for (const auto& [given, name, data] : {std::tuple{&norm_weight, "norm_weight", &norm_w},
-                                          std::tuple{&norm_bias, "norm_bias", &norm_b}}) {
-    if (!norm || !given->has_value()) continue;
-    const at::Tensor& t = **given;
-    TORCH_CHECK(t.scalar_type() == at::kFloat && t.dim() == 1 && t.size(0) == K && t.is_contiguous(), "linear_: ",
-                name, " must be a contiguous float32 (", K, ",) tensor, got ", t.scalar_type(), " ", t.sizes());
-    *data = t.data_ptr<float>();
-  }
+  // the norm's affine parameters: null where there is no norm or no such parameter
+  auto norm_parameter = [&](const std::optional<at::Tensor>& given, const char* name) -> const float* {
+    if (!norm || !given.has_value()) return nullptr;
+    TORCH_CHECK(given->scalar_type() == at::kFloat && given->dim() == 1 && given->size(0) == K &&
+                given->is_contiguous(), "linear_: ", name, " must be a contiguous float32 (", K, ",) tensor, got ",
+                given->scalar_type(), " ", given->sizes());
+    return given->data_ptr<float>();
+  };
+  const float* norm_w = norm_parameter(norm_weight, "norm_weight");
+  const float* norm_b = norm_parameter(norm_bias, "norm_bias");
   if (M == 0 || N == 0) return;
   TORCH_CHECK(K > 0, "linear_: in_features must be positive");
   const float* xd = x.data_ptr<float>();

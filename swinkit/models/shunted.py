@@ -105,7 +105,7 @@ def depthwise_residual(conv: nn.Conv2d, tokens: torch.Tensor, grid: Grid, out: t
                        gelu: bool = False) -> torch.Tensor:
     """``tokens + conv(tokens)`` for a depthwise 3x3 ``conv`` on (B, H*W, C) tokens laid out on ``grid``, through
     the exact GELU with ``gelu``: one pass of swinkit's kernel, into ``out`` (B, H*W, C) when given, where it
-    applies (inference, fp32 CPU, C a multiple of 8, no hook on ``conv``: 1.7-2x PyTorch's convolution, addition
+    applies (inference, fp32 CPU, C a multiple of 8, no hook on ``conv``: 1.5-2x PyTorch's convolution, addition
     and GELU); else those three."""
     if tokens.is_contiguous() and (out is None or out.is_contiguous()) and not has_forward_hooks(conv):
         as_map = (tokens.shape[0], grid[0], grid[1], tokens.shape[2])
