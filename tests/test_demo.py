@@ -9,8 +9,10 @@ from swinkit.cli import main
 from swinkit.cli.demo import ShuffledFrames
 
 
-def test_fast_video_demo_runs_every_step(tmp_path, capsys):
-    assert main(["demo", "--fast", "--workdir", str(tmp_path), "--no-progress"]) == 0
+def test_fast_video_demo_runs_every_step(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative work directory, as the default "swinkit-demo" is
+    assert main(["demo", "--fast", "--workdir", "demo-dir", "--no-progress"]) == 0
+    tmp_path = tmp_path / "demo-dir"
     out = capsys.readouterr().out
     for step in range(1, 6):
         assert f"[{step}/5]" in out

@@ -182,16 +182,15 @@ def _demo(args: argparse.Namespace) -> int:
     predict_args = _parse(["predict", str(data_dir / "test"), "--checkpoint", str(checkpoint), "--topk", "1",
                            "--device", "cpu"] + common)
     results = predict_files(predict_args, [path for path, _ in picked])
-    truth = dict(picked)
+    truth = {Path(path).resolve(): label for path, label in picked}  # records may name files absolutely
     for record in results:
         name = Path(record["path"]).name
         if "error" in record:
             print(f"  {name}: unreadable ({record['error']})")
             continue
-        top = record["top"][0]
-        mark = "ok" if top["label"] == truth[record["path"]] else "WRONG"
-        print(f"  {name}: true {classes[truth[record['path']]]:<10} predicted {top['class']:<10} "
-              f"p={top['prob']:.2f}  {mark}")
+        top, label = record["top"][0], truth[Path(record["path"]).resolve()]
+        mark = "ok" if top["label"] == label else "WRONG"
+        print(f"  {name}: true {classes[label]:<10} predicted {top['class']:<10} p={top['prob']:.2f}  {mark}")
 
     total = time.perf_counter() - started
     print(f"\nsummary: test top-1 {metrics['top1']:.4f}, mean class acc {metrics['mean_class_acc']:.4f}"
