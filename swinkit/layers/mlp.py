@@ -49,13 +49,16 @@ class Mlp(nn.Module):
             return self.act(hidden)
         return gelu_into(hidden, hidden, self.act.approximate)
 
+    def exact_gelu(self) -> bool:
+        """Whether the activation is the exact (erf) GELU, the one swinkit's kernels compute themselves."""
+        return isinstance(self.act, nn.GELU) and self.act.approximate == "none"
+
     def hidden_into(self, out: torch.Tensor, x: torch.Tensor, norm: nn.Module | None = None) -> torch.Tensor:
         """``out[:] = act(fc1(norm(x)))`` (``norm`` None: x itself) for x (n, C), out (n, hidden), without autograd:
         where the linear kernel applies, it normalises x's rows as it packs them and applies the exact GELU to each
         output tile while it is in registers. Returns ``out``."""
         fc1 = self.fc1
-        exact_gelu = isinstance(self.act, nn.GELU) and self.act.approximate == "none"
-        if (exact_gelu and native.linear_applies(out, x, fc1.weight, fc1.bias)
+        if (self.exact_gelu() and native.linear_applies(out, x, fc1.weight, fc1.bias)
                 and (norm is None or fusable_norm(norm, x))):
             return native.linear_(out, x, fc1.weight, fc1.bias, gelu=True, norm=norm)
         return self.activate(linear_into(out, x, fc1) if norm is None else norm_linear_into(out, x, norm, fc1))

@@ -173,6 +173,12 @@ def _takes(tensors: tuple[torch.Tensor, ...]) -> bool:
             and not torch.compiler.is_compiling() and available())
 
 
+def _require(kernel: str) -> None:
+    """Raise where the compiled kernels are off or could not be built (callers check ``*_applies`` first)."""
+    if not available():
+        raise RuntimeError(f"swinkit's CPU {kernel} kernel is not available (see swinkit.layers.native)")
+
+
 def applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None = None) -> bool:
     """Whether :func:`window_attention` takes these: head dim a multiple of 8 with unit stride, k and v laid out
     alike, and what the kernels need (:func:`_takes`)."""
@@ -186,8 +192,7 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
     (hd a multiple of 8, unit stride), bias None, (nH, N, M) or (nW, nH, N, M) for the windows of each
     sample -> (W, N, nH, hd). A dispatcher op (``torch.ops.swinkit.window_attention``), so FLOP counters
     and profilers see it."""
-    if not available():
-        raise RuntimeError("swinkit's CPU window-attention kernel is not available (see swinkit.layers.native)")
+    _require("window-attention")
     return OP(q, k, v, _per_window(bias), scale)
 
 
@@ -207,8 +212,7 @@ def window_attention_backward_(grad_q: torch.Tensor, grad_k: torch.Tensor, grad_
     gradient summed over the windows w with the same ``w % grad_bias_windows``: (grad_bias_windows, nH, N, N)
     (empty for 0); bias as for :func:`window_attention`. See :func:`backward_applies`. A dispatcher op
     (``torch.ops.swinkit.window_attention_backward_``)."""
-    if not available():
-        raise RuntimeError("swinkit's CPU window-attention kernel is not available (see swinkit.layers.native)")
+    _require("window-attention")
     return BACKWARD_OP(grad_q, grad_k, grad_v, grad_out, q, k, v, _per_window(bias), scale, grad_bias_windows)
 
 
@@ -234,8 +238,7 @@ def linear_(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torc
     :func:`norm_applies`):
     x (n, C_in), weight (C_out, C_in), out (n, C_out), fp32 CPU (see :func:`linear_applies`). Returns ``out``.
     A dispatcher op (``torch.ops.swinkit.linear_``)."""
-    if not available():
-        raise RuntimeError("swinkit's CPU linear kernel is not available (see swinkit.layers.native)")
+    _require("linear")
     if norm is None:
         LINEAR_OP(out, x, weight, bias, accumulate, gelu)
     else:
@@ -261,8 +264,7 @@ def gelu_applies(*tensors: torch.Tensor) -> bool:
 def gelu_(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``out[:] = gelu(x)``, the exact (erf) GELU, elementwise (``out`` may be ``x``); fp32 CPU, contiguous
     (see :func:`gelu_applies`). Returns ``out``. A dispatcher op (``torch.ops.swinkit.gelu_``)."""
-    if not available():
-        raise RuntimeError("swinkit's CPU GELU kernel is not available (see swinkit.layers.native)")
+    _require("GELU")
     GELU_OP(out, x)
     return out
 
@@ -272,8 +274,7 @@ def gelu_backward_(grad: torch.Tensor, hidden: torch.Tensor, pre: torch.Tensor,
     """The GELU's backward pass in one sweep over pre (n, C): ``hidden[:] = gelu(pre)`` (the bits :func:`gelu_`
     gives; hidden may be pre) and ``grad *= gelu'(pre)`` in place, grad and hidden (n, C); returns the new grad's
     column sums (C,) with ``sum_rows``, else None. A dispatcher op (``torch.ops.swinkit.gelu_backward_``)."""
-    if not available():
-        raise RuntimeError("swinkit's CPU GELU kernel is not available (see swinkit.layers.native)")
+    _require("GELU")
     sums = GELU_BACKWARD_OP(grad, hidden, pre, sum_rows)
     return sums if sum_rows else None
 
@@ -293,7 +294,6 @@ def depthwise_conv3x3_(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     x (B, H, W, C): ``x +`` with ``residual``, act the exact GELU with ``gelu`` (else none); weight (C, 1, 3, 3),
     bias (C,) or None; out (B, H, W, C), not x (see :func:`depthwise_applies`). Returns ``out``. A dispatcher op
     (``torch.ops.swinkit.depthwise_conv3x3_``)."""
-    if not available():
-        raise RuntimeError("swinkit's CPU depthwise-convolution kernel is not available (see swinkit.layers.native)")
+    _require("depthwise-convolution")
     DEPTHWISE_OP(out, x, weight, bias, residual, gelu)
     return out

@@ -87,7 +87,7 @@ class WindowAttention(nn.Module):
     def _build_bias(self, window: tuple[int, ...], shift_mask: torch.Tensor | None,
                     dtype: torch.dtype) -> torch.Tensor:
         """:meth:`attention_bias` built anew, with autograd reaching the table when it is on."""
-        bias = self.relative_bias(window).contiguous()  # small; the sum with a mask then comes out contiguous
+        bias = self.relative_bias(window)  # contiguous: the sum with a mask then comes out contiguous
         if shift_mask is not None:
             bias = with_mask(bias, shift_mask.to(bias.dtype))
         return bias.to(dtype).contiguous()
@@ -299,7 +299,7 @@ class BiasedWindowAttention(torch.autograd.Function):
         grad_out = grad_out.transpose(1, 2)  # (B * nW, nH, N, hd)
         grad_qkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)
         grad_q, grad_k, grad_v = split_heads(grad_qkv, heads)
-        relative = bias if index is None else gather_bias(bias, index).to(qkv.dtype).contiguous()
+        relative = bias if index is None else gather_bias(bias, index).to(qkv.dtype)  # contiguous
         mask = None if mask is None else mask.to(qkv.dtype)
         if native.backward_applies(grad_out, q, k, v, relative):
             # swinkit's kernel: every (window, head) in cache, the bias gradient summed per bias window

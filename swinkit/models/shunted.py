@@ -261,8 +261,7 @@ class ShuntedMlp(Mlp):
         hidden_shape = (batch * num_tokens, self.fc1.out_features)
         hidden = linear_into(workspace.take("hidden", hidden_shape, x), x.reshape(-1, channels),
                              self.fc1).view(batch, num_tokens, -1)
-        exact_gelu = isinstance(self.act, nn.GELU) and self.act.approximate == "none"
-        if exact_gelu and not (has_forward_hooks(self.dwconv) or has_forward_hooks(self.act)):
+        if self.exact_gelu() and not (has_forward_hooks(self.dwconv) or has_forward_hooks(self.act)):
             # GELU(h + DWConv(h)) in one pass where the kernel applies
             activated = depthwise_residual(self.dwconv.dwconv, hidden, grid,
                                            workspace.take("mixed", hidden_shape, x).view(hidden.shape), gelu=True)
