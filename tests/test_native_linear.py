@@ -250,3 +250,34 @@ def test_norm_parameters_are_checked():
         native.LINEAR_OP(out, x, weight, None, False, False, True, torch.randn(7), None, 1e-5)
     with pytest.raises(RuntimeError, match=r"norm_bias must be a contiguous float32 \(8,\)"):
         native.LINEAR_OP(out, x, weight, None, False, False, True, None, torch.randn(8).double(), 1e-5)
+
+
+def test_patch_merging_normalises_in_the_product_without_autograd(monkeypatch):
+    """PatchMerging's LayerNorm over 4C runs inside the reduction's product in inference (layer_norm_linear ->
+    norm_linear); a hooked norm runs as a module, and both match the PyTorch path."""
+    norms = []
+    real = native.linear_
+
+    def spy(out, x, weight, bias, accumulate=False, gelu=False, norm=None):
+        norms.append(norm)
+        return real(out, x, weight, bias, accumulate, gelu, norm)
+
+    monkeypatch.setattr(native, "linear_", spy)
+    torch.manual_seed(0)
+    merging = PatchMerging(24)
+    with torch.no_grad():
+        merging.norm.weight.normal_()
+        merging.norm.bias.normal_()
+    x = torch.randn(2, 7, 10, 24) * 2 + 1  # odd height: zero-padded first
+    with torch.no_grad():
+        fused = merging(x)
+        seen = []
+        hook = merging.norm.register_forward_hook(lambda *args: seen.append(True))
+        hooked = merging(x)
+        hook.remove()
+        monkeypatch.setattr(native, "linear_applies", lambda *args: False)  # as where the kernel is off
+        plain = merging(x)
+    assert norms == [merging.norm, None] and seen == [True]
+    assert fused.shape == (2, 4, 5, 48)
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(hooked, plain, rtol=1e-5, atol=1e-5)

@@ -105,6 +105,17 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return F.linear(x, weight, bias)
 
 
+def norm_linear(x: torch.Tensor, norm: nn.Module, layer: nn.Linear) -> torch.Tensor:
+    """``layer(norm(x))``: x (..., C) -> (..., C_out); without autograd, the LayerNorm applied by the linear kernel
+    as it reads x's rows (no normalised copy of x) where both apply (:func:`norm_linear_into`), else the modules."""
+    if x.dim() >= 2 and not torch.compiler.is_compiling() and native.autograd_free((x, layer.weight)):
+        rows = x.reshape(-1, x.shape[-1])
+        out = rows.new_empty(rows.shape[0], layer.weight.shape[0])
+        if native.linear_applies(out, rows, layer.weight, layer.bias) and fusable_norm(norm, rows):
+            return native.linear_(out, rows, layer.weight, layer.bias, norm=norm).view(*x.shape[:-1], out.shape[1])
+    return linear(norm(x), layer.weight, layer.bias)
+
+
 def linear_add_(acc: torch.Tensor, x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     """``acc += linear(x)`` in place, the product accumulated by the matrix multiply itself. Returns ``acc``."""
     if native.linear_applies(acc, x, linear.weight, linear.bias):
