@@ -145,12 +145,13 @@ def test_shunted_and_merging_products_use_kernel(monkeypatch):
     assert not any(calls)
 
 
-def count_linear_calls(monkeypatch) -> list:
+def count_linear_calls(monkeypatch, record: str = "accumulate") -> list:
+    """Spy on native.linear_: one entry per call, its ``accumulate`` flag (its ``norm`` with record="norm")."""
     calls = []
     real = native.linear_
 
     def spy(out, x, weight, bias, accumulate=False, gelu=False, norm=None):
-        calls.append(accumulate)
+        calls.append(norm if record == "norm" else accumulate)
         return real(out, x, weight, bias, accumulate, gelu, norm)
 
     monkeypatch.setattr(native, "linear_", spy)
@@ -254,15 +255,8 @@ def test_norm_parameters_are_checked():
 
 def test_patch_merging_normalises_in_the_product_without_autograd(monkeypatch):
     """PatchMerging's LayerNorm over 4C runs inside the reduction's product in inference (layer_norm_linear ->
-    norm_linear); a hooked norm runs as a module, and both match the PyTorch path."""
-    norms = []
-    real = native.linear_
-
-    def spy(out, x, weight, bias, accumulate=False, gelu=False, norm=None):
-        norms.append(norm)
-        return real(out, x, weight, bias, accumulate, gelu, norm)
-
-    monkeypatch.setattr(native, "linear_", spy)
+    workspace.linear); a hooked norm runs as a module, and both match the PyTorch path."""
+    norms = count_linear_calls(monkeypatch, record="norm")
     torch.manual_seed(0)
     merging = PatchMerging(24)
     with torch.no_grad():

@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from swinkit.layers.mlp import Mlp, gelu_backward_into, gelu_into
-from swinkit.layers.workspace import Workspace, affine_into, norm_linear, scratch
+from swinkit.layers.workspace import Workspace, affine_into, linear, scratch
 
 
 def autocast_enabled(x: torch.Tensor) -> bool:
@@ -40,10 +40,10 @@ def layer_norm_again(x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor, we
 
 def layer_norm_linear(x: torch.Tensor, norm: nn.LayerNorm, layer: nn.Linear) -> torch.Tensor:
     """``layer(norm(x))``; with autograd on, the normalised x is recomputed in backward, not kept; without it, the
-    linear kernel normalises x's rows as it reads them where it applies (:func:`norm_linear`)."""
+    linear kernel normalises x's rows as it reads them where it applies (:func:`workspace.linear`)."""
     if use_recompute_functions(x) and norm.elementwise_affine:
         return LayerNormLinear.apply(x, norm.weight, norm.bias, layer.weight, layer.bias, norm.eps)
-    return norm_linear(x, norm, layer)
+    return linear(x, layer.weight, layer.bias, norm)
 
 
 class LayerNormLinear(torch.autograd.Function):

@@ -93,27 +93,20 @@ def affine_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: 
     return torch.addmm(bias, x, weight.t(), out=out)
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)``: x (..., C_in) -> (..., C_out), on swinkit's compiled kernel where it applies
-    (fp32 CPU without autograd, eager: 1.2-1.5x PyTorch's product on the few-row products of batch-1 stages)."""
-    if x.dim() < 2 or torch.compiler.is_compiling() or not native.autograd_free((x, weight)):
-        return F.linear(x, weight, bias)
-    rows = x.reshape(-1, x.shape[-1])
-    out = rows.new_empty(rows.shape[0], weight.shape[0])
-    if native.linear_applies(out, rows, weight, bias):
-        return native.linear_(out, rows, weight, bias).view(*x.shape[:-1], weight.shape[0])
-    return F.linear(x, weight, bias)
-
-
-def norm_linear(x: torch.Tensor, norm: nn.Module, layer: nn.Linear) -> torch.Tensor:
-    """``layer(norm(x))``: x (..., C) -> (..., C_out); without autograd, the LayerNorm applied by the linear kernel
-    as it reads x's rows (no normalised copy of x) where both apply (:func:`norm_linear_into`), else the modules."""
-    if x.dim() >= 2 and not torch.compiler.is_compiling() and native.autograd_free((x, layer.weight)):
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
+           norm: nn.Module | None = None) -> torch.Tensor:
+    """``F.linear(norm(x), weight, bias)`` (``norm`` None: x itself): x (..., C_in) -> (..., C_out), on swinkit's
+    compiled kernel where it applies (fp32 CPU without autograd, eager: 1.2-1.5x PyTorch's product on the few-row
+    products of batch-1 stages), which then also applies the LayerNorm as it reads x's rows (no normalised copy)
+    where :func:`fusable_norm` allows; else ``norm`` runs as a module."""
+    if norm is not None and (torch.compiler.is_compiling() or not fusable_norm(norm, x)):
+        x, norm = norm(x), None
+    if x.dim() >= 2 and not torch.compiler.is_compiling() and native.autograd_free((x, weight)):
         rows = x.reshape(-1, x.shape[-1])
-        out = rows.new_empty(rows.shape[0], layer.weight.shape[0])
-        if native.linear_applies(out, rows, layer.weight, layer.bias) and fusable_norm(norm, rows):
-            return native.linear_(out, rows, layer.weight, layer.bias, norm=norm).view(*x.shape[:-1], out.shape[1])
-    return linear(norm(x), layer.weight, layer.bias)
+        out = rows.new_empty(rows.shape[0], weight.shape[0])
+        if native.linear_applies(out, rows, weight, bias):
+            return native.linear_(out, rows, weight, bias, norm=norm).view(*x.shape[:-1], weight.shape[0])
+    return F.linear(x if norm is None else norm(x), weight, bias)
 
 
 def linear_add_(acc: torch.Tensor, x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
