@@ -29,7 +29,8 @@ def assert_fp32_close(ours, reference, x, weight):
 
 
 @pytest.mark.parametrize("rows", [1, 5, 6, 7, 49, 196, 263, 265, 600])
-@pytest.mark.parametrize("inputs,outputs", [(1, 1), (3, 17), (8, 16), (96, 288), (257, 15), (768, 40), (100, 1000)])
+@pytest.mark.parametrize("inputs,outputs", [(1, 1), (3, 17), (8, 16), (96, 288), (257, 15), (768, 40), (100, 1000),
+                                            (1001, 24)])
 def test_matches_float64(rows, inputs, outputs):
     generator = torch.Generator().manual_seed(rows * 1000 + inputs * 7 + outputs)
     x = torch.randn(rows, inputs, generator=generator)
@@ -197,11 +198,12 @@ def test_stage_leaves_its_input_alone_when_tokens_are_already_in_window_order():
     assert first.data_ptr() != second.data_ptr()  # not a workspace buffer handed out twice
 
 
-@pytest.mark.parametrize("rows,inputs,outputs", [(1, 96, 288), (7, 5, 17), (49, 300, 40), (600, 192, 96)])
+@pytest.mark.parametrize("rows,inputs,outputs", [(1, 96, 288), (7, 5, 17), (49, 300, 40), (600, 192, 96),
+                                               (13, 777, 40)])
 @pytest.mark.parametrize("affine", [True, False])
 def test_layer_norm_on_the_way_in_matches_float64(rows, inputs, outputs, affine):
     """The kernel's LayerNorm of x's rows as it packs them (row blocks or output-channel groups, input blocks
-    of 256, inputs not a multiple of 8), with and without the norm's affine parameters."""
+    of 256: 777 = 3 x 256 + 9; inputs not a multiple of 8), with and without the norm's affine parameters."""
     generator = torch.Generator().manual_seed(rows + inputs + outputs)
     norm = torch.nn.LayerNorm(inputs, eps=1e-6, elementwise_affine=affine)
     if affine:

@@ -37,5 +37,6 @@ def check_input(x: torch.Tensor, *, num_spatial_dims: int, in_chans: int, min_si
 def has_forward_hooks(module: torch.nn.Module, recurse: bool = True) -> bool:
     """Whether a forward (pre-)hook watches ``module`` (or, with ``recurse``, any module inside it).
     Inference paths that reorder tokens or overwrite activations in place run only when none does."""
-    modules = module.modules() if recurse else (module,)
-    return any(m._forward_hooks or m._forward_pre_hooks for m in modules)
+    if module._forward_hooks or module._forward_pre_hooks:
+        return True
+    return recurse and any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())

@@ -58,7 +58,8 @@ class Mlp(nn.Module):
         where the linear kernel applies, it normalises x's rows as it packs them and applies the exact GELU to each
         output tile while it is in registers. Returns ``out``."""
         fc1 = self.fc1
-        if (self.exact_gelu() and native.linear_applies(out, x, fc1.weight, fc1.bias)
+        weight, bias = fc1.weight, fc1.bias
+        if (self.exact_gelu() and native.linear_applies(out, x, weight, bias)
                 and (norm is None or fusable_norm(norm, x))):
-            return native.linear_(out, x, fc1.weight, fc1.bias, gelu=True, norm=norm)
+            return native.linear_(out, x, weight, bias, gelu=True, norm=norm)
         return self.activate(linear_into(out, x, fc1) if norm is None else norm_linear_into(out, x, norm, fc1))

@@ -79,8 +79,9 @@ def norm_linear_into(out: torch.Tensor, x: torch.Tensor, norm: nn.Module, linear
     """``out[:] = linear(norm(x))`` for x (n, C), out (n, C_out): the LayerNorm applied by the linear kernel as it
     packs x's rows (no normalised copy of x) where both apply (:func:`fusable_norm`); else ``norm`` as a module,
     then the product. Returns ``out``."""
-    if native.linear_applies(out, x, linear.weight, linear.bias) and fusable_norm(norm, x):
-        return native.linear_(out, x, linear.weight, linear.bias, norm=norm)
+    weight, bias = linear.weight, linear.bias
+    if native.linear_applies(out, x, weight, bias) and fusable_norm(norm, x):
+        return native.linear_(out, x, weight, bias, norm=norm)
     return linear_into(out, norm(x), linear)
 
 
@@ -111,7 +112,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
 
 def linear_add_(acc: torch.Tensor, x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
     """``acc += linear(x)`` in place, the product accumulated by the matrix multiply itself. Returns ``acc``."""
-    if native.linear_applies(acc, x, linear.weight, linear.bias):
-        return native.linear_(acc, x, linear.weight, linear.bias, accumulate=True)
-    acc.addmm_(x, linear.weight.t())
-    return acc if linear.bias is None else acc.add_(linear.bias)
+    weight, bias = linear.weight, linear.bias
+    if native.linear_applies(acc, x, weight, bias):
+        return native.linear_(acc, x, weight, bias, accumulate=True)
+    acc.addmm_(x, weight.t())
+    return acc if bias is None else acc.add_(bias)
