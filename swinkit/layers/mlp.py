@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from swinkit.layers import native
-from swinkit.layers.workspace import fusable_norm, linear_into, norm_linear_into
+from swinkit.layers.workspace import norm_linear_applies, norm_linear_into
 
 
 def gelu_into(out: torch.Tensor, x: torch.Tensor, approximate: str = "none") -> torch.Tensor:
@@ -59,7 +59,6 @@ class Mlp(nn.Module):
         output tile while it is in registers. Returns ``out``."""
         fc1 = self.fc1
         weight, bias = fc1.weight, fc1.bias
-        if (self.exact_gelu() and native.linear_applies(out, x, weight, bias)
-                and (norm is None or fusable_norm(norm, x))):
+        if self.exact_gelu() and norm_linear_applies(out, x, weight, bias, norm):
             return native.linear_(out, x, weight, bias, gelu=True, norm=norm)
-        return self.activate(linear_into(out, x, fc1) if norm is None else norm_linear_into(out, x, norm, fc1))
+        return self.activate(norm_linear_into(out, x, norm, fc1))

@@ -173,8 +173,8 @@ def autograd_free(tensors: tuple[torch.Tensor, ...]) -> bool:
 def _takes(tensors: tuple[torch.Tensor, ...]) -> bool:
     """What the kernels need: fp32 CPU tensors, no autograd through them (the ops have no autograd formulas: the
     autograd functions that use them call them from their forward and backward), eager mode, and the library
-    built (building it on the first call, so this is checked last). Called before every kernel call: plain
-    loops and tensor flags, no generators or device objects (~1 us against ~9)."""
+    built (building it on the first call, so this is checked last). Called before every kernel call, so it uses
+    plain loops and tensor flags (``t.is_cpu``), no generators or ``torch.device`` objects."""
     for t in tensors:
         if not t.is_cpu or t.dtype != torch.float32:
             return False

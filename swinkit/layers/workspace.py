@@ -75,14 +75,21 @@ def fusable_norm(norm: nn.Module, x: torch.Tensor) -> bool:
     return native.norm_applies(norm, x) and not has_forward_hooks(norm)
 
 
-def norm_linear_into(out: torch.Tensor, x: torch.Tensor, norm: nn.Module, linear: nn.Linear) -> torch.Tensor:
-    """``out[:] = linear(norm(x))`` for x (n, C), out (n, C_out): the LayerNorm applied by the linear kernel as it
-    packs x's rows (no normalised copy of x) where both apply (:func:`fusable_norm`); else ``norm`` as a module,
-    then the product. Returns ``out``."""
+def norm_linear_applies(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                        norm: nn.Module | None) -> bool:
+    """Whether the linear kernel computes ``out[:] = F.linear(norm(x), weight, bias)`` in one call (``norm`` None:
+    x itself): it takes the product (:func:`native.linear_applies`) and the norm (:func:`fusable_norm`)."""
+    return native.linear_applies(out, x, weight, bias) and (norm is None or fusable_norm(norm, x))
+
+
+def norm_linear_into(out: torch.Tensor, x: torch.Tensor, norm: nn.Module | None, linear: nn.Linear) -> torch.Tensor:
+    """``out[:] = linear(norm(x))`` (``norm`` None: x itself) for x (n, C), out (n, C_out): the LayerNorm applied by
+    the linear kernel as it packs x's rows (no normalised copy of x) where both apply (:func:`norm_linear_applies`);
+    else ``norm`` as a module, then the product. Returns ``out``."""
     weight, bias = linear.weight, linear.bias
-    if native.linear_applies(out, x, weight, bias) and fusable_norm(norm, x):
+    if norm_linear_applies(out, x, weight, bias, norm):
         return native.linear_(out, x, weight, bias, norm=norm)
-    return linear_into(out, norm(x), linear)
+    return affine_into(out, x if norm is None else norm(x), weight, bias)
 
 
 def affine_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
